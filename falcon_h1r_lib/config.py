@@ -1,0 +1,368 @@
+"""Strict, typed stage configs and repo-rooted paths.
+
+Every notebook validates its parameters into one dataclass here, so a typo in a recipe fails at
+once with the key named (a silently ignored key is the classic recipe bug), and every path is
+resolved from the repository root, never from the working directory (nbval starts kernels in
+``notebooks/``; papermill users start anywhere).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+PROFILES = ("tiny", "full")
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message names the key and where it came from."""
+
+
+# --------------------------------------------------------------------------------------------
+# Paths
+# --------------------------------------------------------------------------------------------
+
+
+def repo_root() -> Path:
+    """The repository root: ``$FALCON_H1R_ROOT`` if set, else the folder above this package.
+
+    The package is installed editable (``pip install -e .``), so ``__file__`` sits in the checkout.
+    """
+    env = os.environ.get("FALCON_H1R_ROOT")
+    if env:
+        return Path(env).expanduser().resolve()
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").exists():
+        return here
+    for parent in [Path.cwd(), *Path.cwd().parents]:  # non-editable install: look around the cwd
+        if (parent / "pyproject.toml").exists() and (parent / "falcon_h1r_lib").is_dir():
+            return parent
+    raise ConfigError(
+        "cannot locate the repository root: set FALCON_H1R_ROOT to the checkout that holds pyproject.toml"
+    )
+
+
+def package_dir() -> Path:
+    return Path(__file__).resolve().parent
+
+
+def profiles_dir() -> Path:
+    return package_dir() / "profiles"
+
+
+def runs_dir(profile: str = "tiny") -> Path:
+    """``runs/<profile>/``: every artefact (ignored by git)."""
+    _check_profile(profile)
+    return repo_root() / "runs" / profile
+
+
+def stage_dir(stage: str, profile: str = "tiny", create: bool = True) -> Path:
+    """``runs/<profile>/<stage>/``, where one stage writes its artefacts and ``metrics.json``."""
+    path = runs_dir(profile) / stage
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def figures_dir(create: bool = True) -> Path:
+    path = repo_root() / "figures"
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def manifests_dir() -> Path:
+    return repo_root() / "data_manifests"
+
+
+def notebooks_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """Absolute paths pass through; relative ones are taken from the repo root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else repo_root() / p
+
+
+def _check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise ConfigError(f"profile: unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Strict dataclass loading
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (lists become tuples for tuple fields)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arm in args:
+            try:
+                return _coerce(value, arm, key, source)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{source}: key {key!r}: {value!r} is not a {_type_name(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{source}: key {key!r}: expected null, got {value!r}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{source}: key {key!r}: {value!r} is not one of {list(args)}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: key {key!r}: expected a list, got {type(value).__name__} {value!r}")
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value))
+        if origin is tuple and args:
+            if len(args) != len(value):
+                raise ConfigError(f"{source}: key {key!r}: expected {len(args)} items, got {len(value)}")
+            return tuple(_coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(args, value)))
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: key {key!r}: expected a mapping, got {type(value).__name__}")
+        kt, vt = args if args else (Any, Any)
+        return {
+            _coerce(k, kt, f"{key}.{k}", source): _coerce(v, vt, f"{key}.{k}", source) for k, v in value.items()
+        }
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: key {key!r}: expected float, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: key {key!r}: expected int, got {type(value).__name__} {value!r}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{source}: key {key!r}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: key {key!r}: expected a mapping for {tp.__name__}")
+        return tp.from_dict(value, source=f"{source}:{key}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{source}: key {key!r}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Base of every stage config: strict loading, a stable hash, and the run folder."""
+
+    STAGE: ClassVar[str] = ""
+
+    profile: str = "tiny"  # which profile these values come from
+    seed: int = 0  # root seed; each component derives its own RNG from it
+
+    def __post_init__(self) -> None:
+        _check_profile(self.profile)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "<dict>") -> StageConfig:
+        """Build from a mapping; unknown keys and wrong types raise ConfigError naming the key."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: expected a mapping of {cls.__name__} fields, got {type(values).__name__}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key(s) {unknown} for {cls.__name__}; known keys: {sorted(fields)}"
+            )
+        kwargs = {k: _coerce(v, hints[k], k, source) for k, v in values.items()}
+        try:
+            return cls(**kwargs)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{source}: {cls.__name__}: {err}") from err
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> StageConfig:
+        path = resolve_path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: config file not found")
+        with open(path) as fh:
+            try:
+                values = yaml.safe_load(fh) or {}
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        values = {**values, **(overrides or {})}
+        return cls.from_dict(values, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def config_hash(self) -> str:
+        """Short sha256 of the canonical JSON: written beside every metric so runs can be matched."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def run_dir(self, create: bool = True) -> Path:
+        return stage_dir(self.STAGE, self.profile, create=create)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# One config per notebook
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchitectureConfig(StageConfig):
+    """Notebook 01: the hybrid's parameter and memory accounting and its measured speed."""
+
+    STAGE: ClassVar[str] = "01_architecture"
+
+    tiny_width: int = 128  # the one size dial of the tiny hybrid (hidden size); 7B: 3072
+    vocab_size: int = 512  # tiny tokenizer vocabulary; 7B: 130,048
+    analytic_context_lens: tuple[int, ...] = (4096, 16384, 32768, 65536, 131072, 262144)  # Fig. 8 regime
+    kv_dtype: str = "bfloat16"  # dtype of the KV cache in the analytic comparison (paper serves bf16)
+    decode_context_lens: tuple[int, ...] = (256, 1024, 2048, 4096)  # measured decode, tiny models
+    decode_batch: int = 4  # sequences decoded together in the measured comparison
+    decode_new_tokens: int = 32  # decode steps timed per context length
+    decode_repeats: int = 3  # interleaved repeats per model and length (median kept)
+    bench_lengths: tuple[int, ...] = (256, 1024, 4096)  # SSD kernel benchmark lengths
+    device: str = "cpu"  # "cuda" on the full profile
+    model_name_or_path: str = ""  # full profile: a local path or hub id whose config is checked vs Table 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("tiny_width", "vocab_size", "decode_batch", "decode_new_tokens", "decode_repeats"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{self.STAGE}: key {name!r} must be positive, got {getattr(self, name)}")
+        if self.kv_dtype not in ("float32", "bfloat16", "float16", "float8_e4m3fn"):
+            raise ConfigError(f"{self.STAGE}: key 'kv_dtype': unknown dtype {self.kv_dtype!r}")
+
+
+# Registry: notebook stage name -> its config class. Later stages register here too.
+STAGE_CONFIGS: dict[str, type[StageConfig]] = {
+    ArchitectureConfig.STAGE: ArchitectureConfig,
+}
+
+
+def register_stage(cls: type[StageConfig]) -> type[StageConfig]:
+    """Class decorator: make a stage config known to ``load_config`` and the runner."""
+    STAGE_CONFIGS[cls.STAGE] = cls
+    return cls
+
+
+def profile_path(stage: str, profile: str) -> Path:
+    _check_profile(profile)
+    return profiles_dir() / profile / f"{stage}.yaml"
+
+
+def load_config(stage: str, profile: str = "tiny", overrides: dict[str, Any] | None = None) -> StageConfig:
+    """The config of ``stage`` from ``profiles/<profile>/<stage>.yaml`` plus overrides, validated."""
+    if stage not in STAGE_CONFIGS:
+        raise ConfigError(f"stage: unknown stage {stage!r}; known: {sorted(STAGE_CONFIGS)}")
+    cls = STAGE_CONFIGS[stage]
+    path = profile_path(stage, profile)
+    if path.exists():
+        return cls.from_yaml(path, overrides={"profile": profile, **(overrides or {})})
+    return cls.from_dict({"profile": profile, **(overrides or {})}, source=f"<{stage} defaults>")
+
+
+def config_from_parameters(cls: type[StageConfig], namespace: dict[str, Any]) -> StageConfig:
+    """Build a stage config from a notebook's parameter variables (the names of its fields)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise ConfigError(f"{cls.STAGE} notebook: parameters cell lacks {missing}")
+    return cls.from_dict({n: namespace[n] for n in names}, source=f"{cls.STAGE} notebook parameters")
+
+
+@register_stage
+@dataclass(frozen=True)
+class CurationConfig(StageConfig):
+    """Notebook 02: teacher traces -> verified, weighted, decontaminated SFT mix + disjoint RL problems."""
+
+    STAGE: ClassVar[str] = "02_data_curation"
+
+    problems_per_domain: int = 300  # generated training pool per domain (tiny); paper Fig. 3: 3.11M SFT samples
+    eval_problems_per_domain: int = 50  # held-out problems per domain (data.splits); paper: AIME24 has 30
+    rollouts_per_problem: int = 8  # k teacher rollouts per problem, also the pass-rate sample; paper: n in {4, 8, 12}
+    max_correct_per_problem: int = 4  # correct rollouts kept per problem; paper §2.2: 12 (best of 4/8/12)
+    teacher_style: str = "concise"  # programmatic teacher's trace style (tiny); paper: one teacher beats several
+    teacher_error_rate: float = 0.3  # chance a tiny-teacher rollout slips; paper: teachers unnamed (NOT FOUND)
+    teacher_self_check_prob: float = 0.3  # chance a tiny-teacher rollout re-checks its result; paper: n/a
+    hard_max_pass_rate: float = 0.25  # pass rate <= this is "hard"; paper §2.2: "by pass rate" (cut-off not given)
+    easy_min_pass_rate: float = 0.875  # pass rate >= this is "easy" (7/8); paper: cut-off not given
+    hard_weight_min: float = 1.25  # weight of the easiest hard problem; paper §2.2: x1.25
+    hard_weight_max: float = 1.75  # weight at pass rate 0+; paper §2.2: x1.75
+    easy_weight: float = 0.5  # weight of easy problems when kept; paper §2.2: x0.5
+    easy_policy: typing.Literal["downweight", "drop"] = "downweight"  # paper §2.2: "x0.5 or removed"
+    near_dup_threshold: float = 0.8  # shingle Jaccard at which two problems are near-duplicates; paper: n/a
+    shingle_n: int = 3  # word n-gram size of shingles (near-dup and near-copy decontamination)
+    near_dup_method: typing.Literal["pairwise", "lsh"] = "pairwise"  # exact Jaccard (tiny) or MinHash LSH (full)
+    near_dup_require_same_numbers: bool = True  # template problems with other operands are not duplicates
+    minhash_num_perm: int = 64  # MinHash permutations (lsh method)
+    lsh_bands: int = 16  # LSH bands (num_perm / bands rows each)
+    decontam_ngram_n: int = 12  # n-gram overlap (with the eval prompt's numbers) vs any eval prompt; full: 13
+    decontam_boilerplate_frac: float = 0.05  # n-grams in more eval prompts than this are template text, ignored
+    decontam_near_threshold: float | None = 0.6  # same numbers + Jaccard >= this = reworded copy; paper: exact match only
+    domain_token_shares: dict[str, float] = field(default_factory=lambda: {"math": 0.568, "code": 0.298, "science": 0.071, "other": 0.064})  # paper Fig. 3 token shares
+    max_total_tokens: int | None = None  # cap on the SFT mix; None = as much as the pool allows at the shares
+    rl_fraction: float = 0.3  # share of RL-domain problems held out for RL (disjoint from SFT); paper: not given
+    rl_domains: tuple[str, ...] = ("math",)  # domains that feed RL; paper §3.4: the released model used math-only RL
+    sources_file: str = ""  # full profile: YAML of SFT sources under data_manifests/full/ ("" = tiny generator)
+    eval_sources_file: str = ""  # full profile: YAML of evaluation benchmarks to decontaminate against
+    allow_unpinned: bool = False  # full profile: permit sources whose revision is not a commit hash
+    max_rows_per_source: int | None = None  # full profile: cap rows read per source (smoke runs)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("problems_per_domain", "eval_problems_per_domain", "rollouts_per_problem",
+                     "max_correct_per_problem", "shingle_n", "minhash_num_perm", "lsh_bands", "decontam_ngram_n"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{self.STAGE}: key {name!r} must be positive, got {getattr(self, name)}")
+        for name in ("teacher_error_rate", "teacher_self_check_prob", "hard_max_pass_rate", "easy_min_pass_rate",
+                     "near_dup_threshold", "decontam_boilerplate_frac", "rl_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{self.STAGE}: key {name!r} must be in [0, 1], got {getattr(self, name)}")
+        if not self.hard_max_pass_rate < self.easy_min_pass_rate:
+            raise ConfigError(f"{self.STAGE}: key 'hard_max_pass_rate' must be < 'easy_min_pass_rate'")
+        if not 0 < self.easy_weight <= 1.0 <= self.hard_weight_min <= self.hard_weight_max:
+            raise ConfigError(f"{self.STAGE}: weights must satisfy 0 < easy_weight <= 1 <= hard_weight_min <= hard_weight_max")
+        if self.minhash_num_perm % self.lsh_bands:
+            raise ConfigError(f"{self.STAGE}: key 'lsh_bands' must divide 'minhash_num_perm'")
+        domains = ("math", "code", "science", "other")
+        bad = sorted(set(self.domain_token_shares) - set(domains)) + sorted(set(self.rl_domains) - set(domains))
+        if bad:
+            raise ConfigError(f"{self.STAGE}: keys 'domain_token_shares'/'rl_domains': unknown domain(s) {bad}")
+        if any(v < 0 for v in self.domain_token_shares.values()) or sum(self.domain_token_shares.values()) <= 0:
+            raise ConfigError(f"{self.STAGE}: key 'domain_token_shares' must be non-negative with a positive sum")

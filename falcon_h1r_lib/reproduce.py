@@ -1,0 +1,165 @@
+"""Run the notebooks in order with papermill: ``python -m falcon_h1r_lib.reproduce --profile tiny``.
+
+The tiny profile runs each notebook with its own parameter defaults; the full profile validates
+``profiles/full/<NN_stage>.yaml`` against the stage's dataclass first (so a typo stops the run
+before a cluster job starts) and passes it as papermill parameters. Executed copies go to
+``runs/<profile>/notebooks/``; on the first failing cell the run stops, names the notebook and the
+cell, and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from .config import STAGE_CONFIGS, ConfigError, load_config, notebooks_dir, runs_dir
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    notebook: str
+    seconds: float
+    ok: bool
+    error: str = ""
+
+
+def discover_notebooks(only: list[str] | None = None) -> list[Path]:
+    """``notebooks/NN_*.ipynb`` in order; ``only`` filters by number (``01``) or stem."""
+    books = sorted(p for p in notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = set(only)
+        books = [p for p in books if p.stem[:2] in wanted or p.stem in wanted]
+        found = {p.stem[:2] for p in books} | {p.stem for p in books}
+        missing = sorted(w for w in wanted if w not in found)
+        if missing:
+            raise ConfigError(f"--only: no notebook matches {missing}; have {[p.stem for p in discover_notebooks()]}")
+    return books
+
+
+def parameters_for(notebook: Path, profile: str) -> dict:
+    """Parameters to inject: none for tiny (the notebook's defaults are the tiny profile)."""
+    stage = notebook.stem
+    if profile == "tiny":
+        return {}
+    if stage not in STAGE_CONFIGS:
+        raise ConfigError(f"{notebook}: no stage config registered for {stage!r}")
+    return load_config(stage, profile).to_dict()  # validated: unknown keys / wrong types raise here
+
+
+def failing_cell(executed: Path) -> str:
+    """Locate the first cell with an error output; the index counts cells of the source notebook."""
+    if not executed.exists():
+        return "no executed notebook was written"
+    nb = nbformat.read(executed, as_version=4)
+    added_by_papermill = {"papermill-error-cell-tag", "injected-parameters"}
+    index = -1
+    for cell in nb.cells:
+        if added_by_papermill & set(cell.get("metadata", {}).get("tags", [])):
+            continue
+        index += 1
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                first_line = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+                return f"cell {index} ({first_line[:60]!r}): {out.get('ename')}: {out.get('evalue')}"
+    return "no cell carries an error output"
+
+
+def run_notebooks(profile: str = "tiny", only: list[str] | None = None, kernel: str = "python3") -> list[NotebookRun]:
+    import papermill as pm
+    from tqdm.auto import tqdm
+
+    out_dir = runs_dir(profile) / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env_defaults = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"} if profile == "tiny" else {}
+    for key, value in env_defaults.items():
+        os.environ.setdefault(key, value)
+    results: list[NotebookRun] = []
+    books = discover_notebooks(only)
+    bar = tqdm(books, desc=f"reproduce[{profile}]", unit="notebook")
+    for book in bar:
+        bar.set_postfix_str(book.stem)
+        params = parameters_for(book, profile)
+        executed = out_dir / book.name
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(book), str(executed), parameters=params, kernel_name=kernel,
+                cwd=str(book.parent), progress_bar=False, log_output=False,
+            )
+        except Exception as err:  # papermill raises PapermillExecutionError and kernel errors alike
+            seconds = time.perf_counter() - start
+            where = failing_cell(executed)
+            results.append(NotebookRun(book.name, seconds, False, f"{where} [{type(err).__name__}]"))
+            break
+        results.append(NotebookRun(book.name, time.perf_counter() - start, True))
+        tqdm.write(f"  {book.name}: {results[-1].seconds:.1f} s")
+    summary = {
+        "profile": profile,
+        "notebooks": [r.__dict__ for r in results],
+        "total_seconds": round(sum(r.seconds for r in results), 1),
+    }
+    (runs_dir(profile) / "reproduce.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return results
+
+
+def strip_outputs(paths: list[Path] | None = None) -> list[Path]:
+    """Clear outputs and execution counts so notebooks are committed clean."""
+    changed = []
+    for path in paths or sorted(notebooks_dir().glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        dirty = False
+        for cell in nb.cells:
+            if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
+                cell.outputs, cell.execution_count, dirty = [], None, True
+            if "execution" in cell.get("metadata", {}):
+                del cell.metadata["execution"]
+                dirty = True
+        if "papermill" in nb.metadata:
+            del nb.metadata["papermill"]
+            dirty = True
+        if dirty:
+            nbformat.write(nb, path)
+            changed.append(path)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="tiny", choices=["tiny", "full"])
+    parser.add_argument("--only", nargs="*", help="notebook numbers or stems, e.g. 01 03")
+    parser.add_argument("--kernel", default="python3")
+    parser.add_argument("--list", action="store_true", help="list the notebooks and exit")
+    parser.add_argument("--strip", action="store_true", help="strip outputs from notebooks/ and exit")
+    args = parser.parse_args(argv)
+    if args.strip:
+        for path in strip_outputs():
+            print(f"stripped {path}")
+        return 0
+    if args.list:
+        for book in discover_notebooks(args.only):
+            print(book.name)
+        return 0
+    try:
+        results = run_notebooks(args.profile, args.only, args.kernel)
+    except ConfigError as err:
+        print(f"reproduce: {err}", file=sys.stderr)
+        return 2
+    for r in results:
+        print(f"{'ok ' if r.ok else 'FAIL'} {r.notebook:32s} {r.seconds:7.1f} s {r.error}")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print(f"reproduce: {failed[0].notebook} failed at {failed[0].error}", file=sys.stderr)
+        return 1
+    print(f"reproduce: {len(results)} notebook(s) in {sum(r.seconds for r in results):.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The papermill runner: order, executed copies, and the failing notebook and cell named."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from falcon_h1r_lib import config as C
+from falcon_h1r_lib import metrics as M
+from falcon_h1r_lib import reproduce as R
+
+
+def _notebook(path, cells):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("x = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params] + [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture()
+def fake_repo(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.setenv("FALCON_H1R_ROOT", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_runner_stops_at_failing_cell_and_names_it(fake_repo, capsys):
+    _notebook(fake_repo / "notebooks" / "01_ok.ipynb", ["y = x + 1", "assert y == 2"])
+    _notebook(fake_repo / "notebooks" / "02_bad.ipynb", ["z = 3", "raise RuntimeError('claim broken')", "w = 1"])
+    _notebook(fake_repo / "notebooks" / "03_never.ipynb", ["pass"])
+    code = R.main(["--profile", "tiny"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "02_bad.ipynb" in err and "cell 2" in err and "claim broken" in err
+    summary = json.loads((fake_repo / "runs" / "tiny" / "reproduce.json").read_text())
+    assert [n["notebook"] for n in summary["notebooks"]] == ["01_ok.ipynb", "02_bad.ipynb"]
+    assert (fake_repo / "runs" / "tiny" / "notebooks" / "01_ok.ipynb").exists()
+
+
+def test_discover_and_only(fake_repo):
+    for name in ("02_b", "01_a", "10_c", "notes"):
+        _notebook(fake_repo / "notebooks" / f"{name}.ipynb", ["pass"])
+    assert [p.stem for p in R.discover_notebooks()] == ["01_a", "02_b", "10_c"]
+    assert [p.stem for p in R.discover_notebooks(["02"])] == ["02_b"]
+    with pytest.raises(C.ConfigError, match="07"):
+        R.discover_notebooks(["07"])
+
+
+def test_strip_outputs(fake_repo):
+    path = fake_repo / "notebooks" / "01_a.ipynb"
+    _notebook(path, ["print(1)"])
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    nb.cells[1].execution_count = 3
+    nbformat.write(nb, path)
+    assert R.strip_outputs() == [path]
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[1].outputs == [] and nb.cells[1].execution_count is None
+    assert R.strip_outputs() == []
+
+
+def test_full_profile_parameters_are_validated(fake_repo):
+    params = R.parameters_for(C.notebooks_dir() / "01_architecture.ipynb", "full")
+    assert params["profile"] == "full" and params["device"] == "cuda"
+    assert R.parameters_for(C.notebooks_dir() / "01_architecture.ipynb", "tiny") == {}
+
+
+def test_metrics_record_round_trip(fake_repo):
+    cfg = C.ArchitectureConfig()
+    path = M.write_metrics(cfg, {"ratio": 1.5, "by_len": {"256": 2}}, wall_time_s=1.234)
+    record = M.read_metrics(cfg.STAGE)
+    assert path.exists() and record["metrics"]["ratio"] == 1.5
+    assert record["config_hash"] == cfg.config_hash() and record["packages"]["torch"]
+    with pytest.raises(ValueError, match="nan"):
+        M.write_metrics(cfg, {"bad": float("nan")}, wall_time_s=0.0)
+    with pytest.raises(C.ConfigError, match="no metrics"):
+        M.read_metrics("02_data_curation")
