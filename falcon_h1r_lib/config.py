@@ -320,6 +320,9 @@ class CurationConfig(StageConfig):
     teacher_style: str = "concise"  # programmatic teacher's trace style (tiny); paper: one teacher beats several
     teacher_error_rate: float = 0.3  # chance a tiny-teacher rollout slips; paper: teachers unnamed (NOT FOUND)
     teacher_self_check_prob: float = 0.3  # chance a tiny-teacher rollout re-checks its result; paper: n/a
+    teacher_error_slope: float = 0.5  # slip rate x (1 + slope*(level-3)): teachers fail more on hard levels
+    teacher_format_error_rate: float = 0.05  # format defects the quality filters must catch; paper §2.1 filters
+    tokenizer_vocab_size: int = 512  # tiny tokenizer trained on the curated pool; paper: 130,048 (Table 8)
     hard_max_pass_rate: float = 0.25  # pass rate <= this is "hard"; paper §2.2: "by pass rate" (cut-off not given)
     easy_min_pass_rate: float = 0.875  # pass rate >= this is "easy" (7/8); paper: cut-off not given
     hard_weight_min: float = 1.25  # weight of the easiest hard problem; paper §2.2: x1.25
@@ -347,10 +350,12 @@ class CurationConfig(StageConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("problems_per_domain", "eval_problems_per_domain", "rollouts_per_problem",
-                     "max_correct_per_problem", "shingle_n", "minhash_num_perm", "lsh_bands", "decontam_ngram_n"):
+                     "max_correct_per_problem", "shingle_n", "minhash_num_perm", "lsh_bands", "decontam_ngram_n",
+                     "tokenizer_vocab_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{self.STAGE}: key {name!r} must be positive, got {getattr(self, name)}")
-        for name in ("teacher_error_rate", "teacher_self_check_prob", "hard_max_pass_rate", "easy_min_pass_rate",
+        for name in ("teacher_error_rate", "teacher_self_check_prob", "teacher_format_error_rate",
+                     "hard_max_pass_rate", "easy_min_pass_rate",
                      "near_dup_threshold", "decontam_boilerplate_frac", "rl_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{self.STAGE}: key {name!r} must be in [0, 1], got {getattr(self, name)}")

@@ -121,12 +121,20 @@ def paper_parameter(table: str, name: str, path: str | os.PathLike | None = None
     return spec["values"][name]
 
 
+def figure_points(name: str, path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """A quoted figure's points (e.g. ``fig3_sft_mixture``), one row per point, source in ``attrs``."""
+    figures = load_paper_results(path)["figures"]
+    if name not in figures:
+        raise PaperResultsError(f"{path or default_path()}: no figure {name!r}; have {sorted(figures)}")
+    figure = figures[name]
+    df = pd.DataFrame(figure["points"], columns=list(figure["fields"]))
+    df.attrs.update(name=name, source=figure["source"], caption=figure["caption"])
+    return df
+
+
 def fig8_points(path: str | os.PathLike | None = None) -> pd.DataFrame:
     """The Fig. 8 throughput points (tokens/s/GPU by model, setting, batch), one row per point."""
-    figure = load_paper_results(path)["figures"]["fig8_throughput"]
-    df = pd.DataFrame(figure["points"], columns=list(figure["fields"]))
-    df.attrs.update(name="fig8_throughput", source=figure["source"], caption=figure["caption"])
-    return df
+    return figure_points("fig8_throughput", path)
 
 
 def _table(name: str, path: str | os.PathLike | None) -> dict[str, Any]:

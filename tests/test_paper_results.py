@@ -185,3 +185,14 @@ def test_malformed_file_names_the_file(data, tmp_path):
         load_paper_results(path)
     with pytest.raises(FileNotFoundError):
         load_paper_results(tmp_path / "nope.yaml")
+
+
+def test_fig3_mixture_shares_sum_to_one():
+    from falcon_h1r_lib.paper_results import figure_points
+
+    df = figure_points("fig3_sft_mixture")
+    assert list(df.domain) == ["math", "code", "science", "other"]
+    assert abs(df.token_share.sum() - 1.0) < 0.01 and abs(df.sample_share.sum() - 1.0) < 0.01
+    assert df.set_index("domain").loc["math", "token_share"] == 0.568
+    with pytest.raises(ValueError, match="no figure"):
+        figure_points("fig99")

@@ -1,0 +1,187 @@
+"""The curation stage end to end: ``run(cfg)`` in process, ``python -m falcon_h1r_lib.data --config FILE``.
+
+tiny: generate a task pool -> teacher rollouts -> the paper's curation pipeline -> Parquet + manifests.
+full: the open stand-in sources of ``data_manifests/full/`` (pinned revisions) through the same pipeline.
+Outputs go to ``runs/<profile>/02_data_curation/``; tiny manifests are also written to
+``data_manifests/tiny/`` (committed: they pin the sha256 of data anyone can regenerate).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from falcon_h1r_lib.config import CurationConfig, manifests_dir
+from falcon_h1r_lib.data import curation, manifests, splits
+from falcon_h1r_lib.data.tasks import DOMAINS
+
+COMMITTED_MANIFESTS = ("sft", "rl_problems", "eval")
+GENERATOR_VERSION = "tasks-1"  # bump when generators or the teacher change what a seed produces
+
+
+def _tokenizer_corpus(problems: list[dict], teacher) -> list[str]:
+    """Prompts and one teacher rollout per problem: what the tiny tokenizer must encode well."""
+    return [p["prompt"] for p in problems] + [teacher.rollout(p, 0)["response"] for p in problems]
+
+
+def build_tiny_inputs(cfg: CurationConfig):
+    """(problem pool, eval sets, teacher) of the tiny profile, all seeded from ``cfg.seed``."""
+    from falcon_h1r_lib.data.teacher import Teacher
+
+    problems = [p for d in DOMAINS for p in splits.tiny_train_problems(d, cfg.problems_per_domain, cfg.seed)]
+    eval_sets = splits.tiny_eval_sets(cfg.eval_problems_per_domain)
+    teacher = Teacher(
+        cfg.teacher_style, error_rate=cfg.teacher_error_rate, self_check_prob=cfg.teacher_self_check_prob,
+        seed=cfg.seed, format_error_rate=cfg.teacher_format_error_rate, error_slope=cfg.teacher_error_slope,
+    )
+    return problems, eval_sets, teacher
+
+
+def _length_stats(rows: list[dict], count_tokens) -> dict[str, dict[str, float]]:
+    by_domain: dict[str, list[int]] = defaultdict(list)
+    for r in rows:
+        by_domain[r["domain"]].append(count_tokens(r["response"]))
+    out = {}
+    for d, lens in sorted(by_domain.items()):
+        logs = [math.log(max(n, 1)) for n in lens]
+        out[d] = {"n": len(lens), "median": statistics.median(lens), "mean": statistics.fmean(lens),
+                  "max": max(lens), "log_std": statistics.pstdev(logs) if len(logs) > 1 else 0.0}
+    return out
+
+
+def _mixture(rows: list[dict], count_tokens) -> dict[str, dict[str, float]]:
+    samples = Counter(r["domain"] for r in rows)
+    tokens = Counter()
+    for r in rows:
+        tokens[r["domain"]] += count_tokens(r["prompt"]) + count_tokens(r["response"])
+    n, t = sum(samples.values()) or 1, sum(tokens.values()) or 1
+    return {d: {"samples": samples[d], "sample_share": samples[d] / n, "tokens": tokens[d],
+                "token_share": tokens[d] / t} for d in DOMAINS}
+
+
+def run(cfg: CurationConfig, force: bool = False) -> dict[str, Any]:
+    """Run the stage and return its metrics; skips work whose outputs already match ``cfg``."""
+    from falcon_h1r_lib.metrics import Stopwatch, write_metrics
+
+    out = cfg.run_dir()
+    done = out / "metrics.json"
+    if not force and done.exists():
+        record = json.loads(done.read_text())
+        if record.get("config_hash") == cfg.config_hash():
+            try:
+                for name in COMMITTED_MANIFESTS:
+                    load_output(cfg, name)
+                return record["metrics"]
+            except (manifests.ManifestError, OSError):
+                pass  # outputs changed or vanished: rebuild
+    clock = Stopwatch()
+    if cfg.profile == "tiny":
+        metrics = _run_tiny(cfg, out)
+        reads: list[str] = []
+    else:
+        metrics, reads = _run_full(cfg, out)
+    path = write_metrics(cfg, metrics, wall_time_s=clock.seconds(), reads=reads)
+    return json.loads(path.read_text())["metrics"]  # as written (JSON keys), so a skipped rerun returns the same
+
+
+def manifest_path(cfg: CurationConfig, name: str) -> Path:
+    """Where dataset ``name`` keeps its manifest: committed ``data_manifests/tiny/`` or beside the data."""
+    if cfg.profile == "tiny" and name in COMMITTED_MANIFESTS:
+        return manifests_dir() / "tiny" / f"{name}.manifest.json"
+    return manifests.manifest_path_for(cfg.run_dir(create=False) / f"{name}.parquet")
+
+
+def load_output(cfg: CurationConfig, name: str) -> list[dict]:
+    """Rows of one dataset this stage wrote (``sft``, ``rl_problems``, ``eval``), hash-checked."""
+    return manifests.load_dataset_checked(manifest_path(cfg, name))
+
+
+def _write(rows, out: Path, name: str, cfg, source: dict, funnel, count_tokens, counter_name, tiny: bool):
+    manifest_path = manifests_dir() / "tiny" / f"{name}.manifest.json" if tiny else None
+    return manifests.write_dataset(
+        rows, out / f"{name}.parquet", {"name": name, "source": source, "funnel": funnel,
+                                         "config_hash": cfg.config_hash()},
+        count_tokens=count_tokens, token_counter=counter_name, manifest_path=manifest_path,
+    )
+
+
+def _run_tiny(cfg: CurationConfig, out: Path) -> dict[str, Any]:
+    from falcon_h1r_lib.tokenizer import build_tokenizer, save_tokenizer
+
+    problems, eval_sets, teacher = build_tiny_inputs(cfg)
+    tok = build_tokenizer(_tokenizer_corpus(problems, teacher), vocab_size=cfg.tokenizer_vocab_size, seed=cfg.seed)
+    save_tokenizer(tok, out / "tokenizer")
+
+    def count_tokens(text: str) -> int:
+        return len(tok.encode(text, add_special_tokens=False))
+
+    raw = [t for p in problems for t in teacher.rollouts(p, cfg.rollouts_per_problem)]
+    result = curation.run_pipeline(problems, eval_sets, cfg, teacher=teacher, count_tokens=count_tokens)
+    curation.assert_disjoint(result.sft_rows, result.rl_problems)
+    source = {"generator": "falcon_h1r_lib.data.tasks", "version": GENERATOR_VERSION, "seed": cfg.seed,
+              "teacher": {"style": cfg.teacher_style, "error_rate": cfg.teacher_error_rate,
+                          "error_slope": cfg.teacher_error_slope,
+                          "format_error_rate": cfg.teacher_format_error_rate,
+                          "self_check_prob": cfg.teacher_self_check_prob}}
+    counter = f"tiny tokenizer ({len(tok)} tokens, runs/tiny/02_data_curation/tokenizer)"
+    eval_rows = [p for rows in eval_sets.values() for p in rows]
+    # teacher pass rate over k rollouts (from the weighting step): the difficulty signal at this stage
+    pass_rate = {r["id"]: r["pass_rate"] for r in result.sft_rows}
+    level = {r["id"]: r["difficulty"] for r in result.sft_rows}
+    written = {
+        "sft": _write(result.sft_rows, out, "sft", cfg, source, result.funnel, count_tokens, counter, True),
+        "rl_problems": _write(result.rl_problems, out, "rl_problems", cfg, source, result.funnel, count_tokens,
+                              counter, True),
+        "eval": _write(eval_rows, out, "eval", cfg, {**source, "seed_base": splits.TINY_EVAL_SEED_BASE}, [],
+                       count_tokens, counter, True),
+        "raw_traces": _write(raw, out, "raw_traces", cfg, source, [], count_tokens, counter, False),
+    }
+    return {
+        "funnel": curation.funnel_table(result.funnel),
+        "rows": {k: m["rows"] for k, m in written.items()},
+        "mixture_sft": _mixture(result.sft_rows, count_tokens),
+        "target_token_shares": dict(cfg.domain_token_shares),
+        "length_tokens_raw": _length_stats(raw, count_tokens),
+        "length_tokens_sft": _length_stats(result.sft_rows, count_tokens),
+        "teacher_pass_rate": {
+            "by_level": {lvl: statistics.fmean(v for i, v in pass_rate.items() if level[i] == lvl)
+                         for lvl in sorted(set(level.values()))},
+            "histogram_sft_problems": dict(sorted(Counter(round(v, 3) for v in pass_rate.values()).items())),
+        },
+        "difficulty_buckets_sft": dict(Counter(r.get("difficulty_bucket") for r in result.sft_rows)),
+        "injected_errors_in_sft": sum(bool(r.get("injected_error")) for r in result.sft_rows),
+        "tokenizer_vocab": len(tok),
+        "manifests": {k: str(Path(m["files"][0]["path"])) for k, m in written.items()},
+    }
+
+
+def _run_full(cfg: CurationConfig, out: Path) -> tuple[dict[str, Any], list[str]]:
+    from falcon_h1r_lib.data.sources import eval_sets_from_sources, load_source_specs, load_sources
+
+    specs = load_source_specs(cfg.sources_file)
+    eval_specs = load_source_specs(cfg.eval_sources_file)
+    traces, infos = load_sources(specs, "full", cfg.allow_unpinned, limit=cfg.max_rows_per_source)
+    eval_sets = eval_sets_from_sources(eval_specs, "full", cfg.allow_unpinned)
+    problems = list({t["id"]: {k: v for k, v in t.items() if k not in ("response", "rollout", "teacher",
+                                                                        "source_correct")} for t in traces}.values())
+    result = curation.run_pipeline(problems, eval_sets, cfg, traces=traces)
+    curation.assert_disjoint(result.sft_rows, result.rl_problems)
+    source = {"sources": infos}
+    written = {
+        "sft": _write(result.sft_rows, out, "sft", cfg, source, result.funnel, None, None, False),
+        "rl_problems": _write(result.rl_problems, out, "rl_problems", cfg, source, result.funnel, None, None, False),
+        "eval": _write([p for rows in eval_sets.values() for p in rows], out, "eval", cfg,
+                       {"sources": [s.name for s in eval_specs]}, [], None, None, False),
+    }
+    metrics = {
+        "funnel": curation.funnel_table(result.funnel),
+        "rows": {k: m["rows"] for k, m in written.items()},
+        "mixture_sft": _mixture(result.sft_rows, curation.whitespace_token_count),
+        "target_token_shares": dict(cfg.domain_token_shares),
+        "sources": infos,
+    }
+    return metrics, [cfg.sources_file, cfg.eval_sources_file]

@@ -1,0 +1,442 @@
+"""Full-profile data: open Hub datasets named in ``data_manifests/full/*.yaml``, mapped into our schema.
+
+The paper names neither its SFT datasets nor its teachers ([P] §2.1; facts §10 NOT FOUND), so the YAML
+files name open stand-ins and say why. Every source carries a pinned ``revision``; in the full profile
+an unpinned one (null or a branch name) is refused unless ``allow_unpinned=True``, and whatever commit
+was actually downloaded is returned for the manifest.
+
+Mapped rows follow the task-world schema so the same curation pipeline runs on them: problem rows
+``id, domain, family (= source name), difficulty, prompt, answer`` + domain extras, and, for sources
+that ship teacher traces, one trace row per trace (``response, rollout, teacher``, and ``source_correct``
+when the source labels its traces). ``difficulty`` is the source's 1..5 level where one exists (MATH500)
+and None otherwise: we never invent a level; pass-rate weighting does not need it. Real code problems
+are stdin/stdout programs: ``tests`` are ``{"input", "output"}`` pairs and ``entry_point`` is None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from falcon_h1r_lib.config import ConfigError, resolve_path
+
+DOMAINS = ("math", "code", "science", "other")
+ROLES = ("sft", "rl", "eval")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+LETTERS = "ABCDEFGHIJKLMNOP"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One dataset: where it lives on the Hub, which revision, and how its fields map to ours."""
+
+    name: str  # our short name; becomes the rows' ``family``
+    hub_id: str  # e.g. "open-r1/OpenR1-Math-220k"
+    revision: str | None  # a 40-hex commit; null = not pinned yet ("pin on first download")
+    split: str  # Hub split name
+    role: str  # "sft" (teacher traces), "rl" (problems) or "eval" (a benchmark)
+    domain: str  # math | code | science | other
+    mapper: str  # key of MAPPERS: how records become rows
+    fields: dict[str, str] = field(default_factory=dict)  # our name -> source column (read by the mapper)
+    config: str | None = None  # Hub config (subset) name
+    data_files: str | list[str] | None = None  # files inside the repo to read (e.g. one LCB release)
+    teacher: str | None = None  # model that wrote the traces (sft sources)
+    keep_unverified: bool = False  # traces our verifier cannot judge count as correct (see mapper docs)
+    filter: dict[str, Any] = field(default_factory=dict)  # keep only records whose column equals the value
+    gated: bool = False  # needs an accepted licence / HF token
+    license: str = ""
+    why: str = ""  # why this stand-in (the paper does not publish its data)
+    fields_verified: bool = True  # False: column names taken from secondary sources, check on download
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ConfigError(f"source {self.name!r}: role {self.role!r} not in {ROLES}")
+        if self.domain not in DOMAINS:
+            raise ConfigError(f"source {self.name!r}: domain {self.domain!r} not in {DOMAINS}")
+        if self.mapper not in MAPPERS:
+            raise ConfigError(f"source {self.name!r}: mapper {self.mapper!r} not in {sorted(MAPPERS)}")
+        missing = [k for k in MAPPER_FIELDS[self.mapper] if k not in self.fields]
+        if missing:
+            raise ConfigError(f"source {self.name!r}: mapper {self.mapper!r} needs fields {missing}")
+
+    @property
+    def pinned(self) -> bool:
+        return is_pinned(self.revision)
+
+
+def is_pinned(revision: str | None) -> bool:
+    """Only a full commit hash pins a dataset; branch and tag names move."""
+    return isinstance(revision, str) and bool(_COMMIT.match(revision))
+
+
+def load_source_specs(path: str | os.PathLike) -> list[SourceSpec]:
+    """Sources listed under ``sources:`` in a YAML file; unknown keys raise naming file, source and key."""
+    path = resolve_path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: sources file not found")
+    doc = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(doc.get("sources"), list):
+        raise ConfigError(f"{path}: expected a top-level 'sources:' list")
+    known = {f.name for f in dataclasses.fields(SourceSpec)}
+    specs = []
+    for i, entry in enumerate(doc["sources"]):
+        where = f"{path}: sources[{i}] ({entry.get('name', '?') if isinstance(entry, dict) else '?'})"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+        lacking = sorted(
+            k for k in ("name", "hub_id", "revision", "split", "role", "domain", "mapper") if k not in entry
+        )
+        if lacking:
+            raise ConfigError(f"{where}: missing key(s) {lacking}")
+        try:
+            specs.append(SourceSpec(**entry))
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from err
+    names = [s.name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{path}: duplicate source name(s) {dup}")
+    return specs
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def check_pinned(spec: SourceSpec, profile: str = "full", allow_unpinned: bool = False) -> None:
+    if profile == "full" and not spec.pinned and not allow_unpinned:
+        raise ConfigError(
+            f"source {spec.name!r} ({spec.hub_id}): revision {spec.revision!r} is not a commit hash; pin it in "
+            "data_manifests/full/ (the manifest of a first download records the commit) or pass allow_unpinned=True"
+        )
+
+
+def resolve_revision(spec: SourceSpec) -> str:
+    """The commit the Hub serves for ``spec.revision`` (needs network; used when downloading)."""
+    from huggingface_hub import HfApi
+
+    return HfApi().dataset_info(spec.hub_id, revision=spec.revision or "main").sha
+
+
+def read_records(
+    spec: SourceSpec, local_files: str | Sequence[str] | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Raw records of a source: from ``local_files`` (JSON/JSONL/Parquet shaped like the source; tests
+    and offline mirrors) or from the Hub at ``spec.revision``."""
+    import datasets
+
+    from falcon_h1r_lib.data.manifests import _quiet_datasets
+
+    with _quiet_datasets():
+        if local_files is not None:
+            files = [local_files] if isinstance(local_files, (str, os.PathLike)) else list(local_files)
+            files = [str(f) for f in files]
+            fmt = "parquet" if all(f.endswith(".parquet") for f in files) else "json"
+            ds = datasets.load_dataset(fmt, data_files=files, split="train")
+        else:
+            ds = datasets.load_dataset(
+                spec.hub_id,
+                name=spec.config,
+                split=spec.split,
+                revision=spec.revision,
+                data_files=spec.data_files,
+            )
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    records = ds.to_list()
+    for col, want in spec.filter.items():
+        records = [r for r in records if r.get(col) == want]
+    return records
+
+
+def map_records(spec: SourceSpec, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Source records -> our rows, through ``MAPPERS[spec.mapper]``; a missing column is named."""
+    out = []
+    for i, rec in enumerate(records):
+        try:
+            out += MAPPERS[spec.mapper](spec, rec, i)
+        except KeyError as err:
+            raise KeyError(
+                f"source {spec.name!r} record {i}: column {err} not found; has {sorted(rec)}"
+            ) from None
+    return out
+
+
+def load_source(
+    spec: SourceSpec,
+    profile: str = "full",
+    allow_unpinned: bool = False,
+    local_files: str | Sequence[str] | None = None,
+    limit: int | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(rows, manifest source entry). The entry records the revision actually read."""
+    if local_files is None:
+        check_pinned(spec, profile, allow_unpinned)
+        resolved = resolve_revision(spec)
+    else:
+        resolved = None
+    rows = map_records(spec, read_records(spec, local_files, limit))
+    info = {
+        "kind": "hub",
+        "name": spec.name,
+        "hub_id": spec.hub_id,
+        "config": spec.config,
+        "split": spec.split,
+        "data_files": spec.data_files,
+        "requested_revision": spec.revision,
+        "revision": resolved,
+        "local_files": None
+        if local_files is None
+        else [
+            str(Path(f).name)
+            for f in ([local_files] if isinstance(local_files, (str, os.PathLike)) else local_files)
+        ],
+        "mapper": spec.mapper,
+        "limit": limit,
+    }
+    return rows, info
+
+
+# --------------------------------------------------------------------------------------------
+# Mappers: one per source shape. Each reads the source columns named in ``spec.fields``.
+# --------------------------------------------------------------------------------------------
+
+
+def _base(spec: SourceSpec, rec: dict, i: int) -> dict[str, Any]:
+    f = spec.fields
+    rid = rec[f["id"]] if "id" in f else i
+    return {"id": f"{spec.name}-{rid}", "domain": spec.domain, "family": spec.name, "difficulty": None}
+
+
+def _difficulty(spec: SourceSpec, rec: dict) -> int | None:
+    col = spec.fields.get("difficulty")
+    v = rec.get(col) if col else None
+    return v if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 5 else None
+
+
+def map_problem(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
+    """Question + short answer (AIME, HMMT, AMO-Bench, MATH500, RL math pools)."""
+    f = spec.fields
+    return [
+        {
+            **_base(spec, rec, i),
+            "difficulty": _difficulty(spec, rec),
+            "prompt": str(rec[f["prompt"]]),
+            "answer": str(rec[f["answer"]]),
+        }
+    ]
+
+
+def _traces(
+    spec: SourceSpec, problem: dict, responses: Sequence[str], correct: Sequence[bool | None] | None
+) -> list[dict]:
+    out = []
+    for k, resp in enumerate(responses):
+        verdict = correct[k] if correct is not None and k < len(correct) else None
+        if verdict is None and spec.keep_unverified:
+            verdict = True
+        out.append(
+            {
+                **problem,
+                "response": resp,
+                "rollout": k,
+                "teacher": spec.teacher or "unknown",
+                "source_correct": verdict,
+            }
+        )
+    return out
+
+
+def map_openr1_math(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
+    """OpenR1-Math: one problem, several R1 generations with per-generation math-verify flags."""
+    f = spec.fields
+    problem = map_problem(spec, rec, i)[0]
+    flags = rec.get(f.get("correct", ""), None)
+    return _traces(spec, problem, list(rec[f["responses"]]), list(flags) if flags is not None else None)
+
+
+def _io_tests(pairs: Any) -> list[dict[str, str]]:
+    if isinstance(pairs, str):
+        pairs = json.loads(pairs)
+    return [{"input": str(p["input"]), "output": str(p["output"])} for p in pairs or []]
+
+
+def map_codeforces_cots(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
+    """codeforces-cots: one prompt, one R1 generation, public examples as stdin/stdout tests."""
+    f = spec.fields
+    problem = {
+        **_base(spec, rec, i),
+        "prompt": rec[f["prompt"]],
+        "answer": "",
+        "tests": _io_tests(rec[f["tests"]]),
+        "entry_point": None,
+    }
+    return _traces(spec, problem, [rec[f["response"]]], None)
+
+
+def _turns(messages: Any) -> list[tuple[str, str]]:
+    """(role, text) pairs from role/content or from/value message lists."""
+    out = []
+    for m in messages:
+        role = m.get("role", m.get("from"))
+        text = m.get("content", m.get("value"))
+        out.append(({"human": "user", "gpt": "assistant"}.get(role, role), text))
+    return out
+
+
+def map_chat_traces(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
+    """Chat datasets with reasoning traces: prompt = last user turn, response = final assistant turn
+    (earlier turns are dropped, as [P] §2.1 supervises only the last turn). Domain extras come empty:
+    these sources carry no labels, so they pass verification only with ``keep_unverified``."""
+    f = spec.fields
+    if "messages" in f:
+        msgs = rec[f["messages"]]
+        turns = [("user", msgs)] if isinstance(msgs, str) else _turns(msgs)
+    else:
+        turns = [("user", rec[f["prompt"]])]
+    if "response" in f:  # the final assistant turn lives in its own column
+        turns.append(("assistant", rec[f["response"]]))
+    users = [t for r, t in turns if r == "user"]
+    answers = [t for r, t in turns if r == "assistant"]
+    if not users or not answers:
+        return []
+    problem = {**_base(spec, rec, i), "prompt": users[-1], "answer": ""}
+    if spec.domain == "science":
+        problem["choices"] = {}
+    elif spec.domain == "other":
+        problem["rules"] = []
+    return _traces(spec, problem, [answers[-1]], None)
+
+
+def map_gpqa(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
+    """GPQA: the correct and three incorrect answers, shuffled into A-D by a per-question seeded RNG."""
+    f = spec.fields
+    options = [rec[f["correct"]], *(rec[c] for c in f["incorrect"].split(","))]
+    order = list(range(len(options)))
+    random.Random(f"gpqa|{rec[f['id']]}").shuffle(order)
+    choices = {LETTERS[j]: str(options[o]).strip() for j, o in enumerate(order)}
+    answer = LETTERS[order.index(0)]
+    listing = "\n".join(f"{k}) {v}" for k, v in choices.items())
+    return [
+        {
+            **_base(spec, rec, i),
+            "prompt": f"{str(rec[f['prompt']]).strip()}\n\n{listing}",
+            "answer": answer,
+            "choices": choices,
+        }
+    ]
+
+
+def map_mcq_options(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
+    """MMLU-Pro: an options list (up to 10) and the answer letter."""
+    f = spec.fields
+    choices = {LETTERS[j]: str(o) for j, o in enumerate(rec[f["options"]])}
+    listing = "\n".join(f"{k}) {v}" for k, v in choices.items())
+    return [
+        {
+            **_base(spec, rec, i),
+            "prompt": f"{rec[f['prompt']]}\n\n{listing}",
+            "answer": str(rec[f["answer"]]),
+            "choices": choices,
+        }
+    ]
+
+
+def map_livecodebench(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
+    """LiveCodeBench: public tests only (JSON). The private tests are zlib+pickle-encoded; we do not
+    unpickle downloaded data, so full-profile LCB scores here use public tests (say so in tables)."""
+    f = spec.fields
+    meta = rec.get(f.get("metadata", ""), None) or "{}"
+    meta = json.loads(meta) if isinstance(meta, str) else meta
+    starter = rec.get(f.get("starter_code", ""), "") or ""
+    prompt = rec[f["prompt"]] + (f"\n\nStarter code:\n```python\n{starter}\n```" if starter else "")
+    return [
+        {
+            **_base(spec, rec, i),
+            "prompt": prompt,
+            "answer": "",
+            "tests": _io_tests(rec[f["tests"]]),
+            "entry_point": meta.get("func_name") or None,
+            "starter_code": starter,
+        }
+    ]
+
+
+def map_ifbench(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
+    """IFBench: the prompt and its verifiable constraints (instruction ids + their kwargs) as ``rules``."""
+    f = spec.fields
+    ids, kwargs = rec[f["instruction_ids"]], rec[f["kwargs"]]
+    rules = [
+        {"instruction_id": iid, "kwargs": {k: v for k, v in (kw or {}).items() if v is not None}}
+        for iid, kw in zip(ids, kwargs, strict=True)
+    ]
+    return [{**_base(spec, rec, i), "prompt": rec[f["prompt"]], "answer": "", "rules": rules}]
+
+
+MAPPERS: dict[str, Callable[[SourceSpec, dict, int], list[dict]]] = {
+    "problem": map_problem,
+    "openr1_math": map_openr1_math,
+    "codeforces_cots": map_codeforces_cots,
+    "chat_traces": map_chat_traces,
+    "gpqa": map_gpqa,
+    "mcq_options": map_mcq_options,
+    "livecodebench": map_livecodebench,
+    "ifbench": map_ifbench,
+}
+MAPPER_FIELDS: dict[str, tuple[str, ...]] = {  # source columns each mapper must be told about
+    "problem": ("prompt", "answer"),
+    "openr1_math": ("id", "prompt", "answer", "responses"),
+    "codeforces_cots": ("id", "prompt", "response", "tests"),
+    "chat_traces": (),
+    "gpqa": ("id", "prompt", "correct", "incorrect"),
+    "mcq_options": ("id", "prompt", "options", "answer"),
+    "livecodebench": ("id", "prompt", "tests"),
+    "ifbench": ("id", "prompt", "instruction_ids", "kwargs"),
+}
+
+
+def load_sources(
+    specs: Sequence[SourceSpec],
+    profile: str = "full",
+    allow_unpinned: bool = False,
+    local_files: dict[str, Any] | None = None,
+    limit: int | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """All rows of several sources and their manifest entries (``local_files[name]`` overrides the Hub)."""
+    rows, infos = [], []
+    for spec in specs:
+        r, info = load_source(spec, profile, allow_unpinned, (local_files or {}).get(spec.name), limit)
+        rows += r
+        infos.append({**info, "rows": len(r)})
+    return rows, infos
+
+
+def eval_sets_from_sources(
+    specs: Sequence[SourceSpec],
+    profile: str = "full",
+    allow_unpinned: bool = False,
+    local_files: dict[str, Any] | None = None,
+    limit: int | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Benchmarks (role "eval") as ``{name: problems}``, the input of ``curation.decontaminate``."""
+    out = {}
+    for spec in specs:
+        if spec.role != "eval":
+            raise ConfigError(f"source {spec.name!r}: role {spec.role!r}, expected 'eval'")
+        out[spec.name], _ = load_source(
+            spec, profile, allow_unpinned, (local_files or {}).get(spec.name), limit
+        )
+    return out

@@ -1,0 +1,311 @@
+"""Curation steps ([P] §2.1-2.2, §3.1, Fig. 9): each step's drops are counted, and the claims hold."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from falcon_h1r_lib.config import CurationConfig
+from falcon_h1r_lib.data import curation as K
+from falcon_h1r_lib.data import splits, tasks
+
+
+def _problem(i: int, domain: str = "math", prompt: str | None = None, **extra) -> dict:
+    row = {
+        "id": f"p{i}",
+        "domain": domain,
+        "family": "add",
+        "difficulty": 2,
+        "prompt": prompt or f"What is {i} + {i + 7}?",
+        "answer": str(2 * i + 7),
+    }
+    if domain == "code":
+        row.update(tests=["assert f(1) == 1"], entry_point="f")
+    if domain == "science":
+        row.update(choices={"A": "1", "B": "2"})
+    if domain == "other":
+        row.update(rules=[{"rule": "no_commas"}])
+    return {**row, **extra}
+
+
+def _trace(problem: dict, k: int, response: str) -> dict:
+    return {**problem, "response": response, "rollout": k, "teacher": "concise"}
+
+
+def test_domains_match_task_world():
+    assert K.DOMAINS == tasks.DOMAINS
+
+
+# ---------------------------------------------------------------- schema
+
+
+def test_schema_drops_only_the_malformed_row_and_names_index_and_field():
+    rows = [_problem(i) for i in range(6)]
+    rows[3] = {**rows[3], "difficulty": 9}
+    del rows[5]["prompt"]
+    kept, rep = K.validate_schema(rows)
+    assert [r["id"] for r in kept] == ["p0", "p1", "p2", "p4"]
+    assert rep.dropped_by_reason == {"malformed:difficulty": 1, "malformed:prompt": 1}
+    listed = {m["index"]: m["errors"] for m in rep.details["malformed"]}
+    assert set(listed) == {3, 5}
+    assert "difficulty" in listed[3][0] and listed[5] == ["prompt: missing"]
+
+
+def test_schema_domain_extras_and_traces():
+    code = _problem(1, "code")
+    del code["tests"]
+    bad_trace = _trace(_problem(2), -1, "<think>x</think> \\boxed{1}")
+    _, rep = K.validate_schema([code, _problem(3, "science"), _problem(4, "other")])
+    assert rep.dropped_by_reason == {"malformed:tests": 1}
+    _, rep = K.validate_schema([bad_trace], kind="trace")
+    assert rep.dropped_by_reason == {"malformed:rollout": 1}
+    real = [p for d in tasks.DOMAINS for p in tasks.generate(d, 5, 0)]
+    assert K.validate_schema(real)[1].n_out == len(real)
+
+
+# ---------------------------------------------------------------- quality and verification
+
+
+@pytest.mark.parametrize(
+    "domain,response,reason",
+    [
+        ("math", "<think>\n2+3=5\n</think>\n\nThe answer is \\boxed{5}", None),
+        ("math", "<think>\n\n</think>\n\n\\boxed{5}", "empty_reasoning"),
+        ("math", "<think>\nso \\boxed{5}\n</think>\n\n", "answer_inside_think"),
+        ("math", "<think>\nadd\n</think>\n\n", "empty_answer"),
+        ("math", "<think>\nadd\n</think>\n\nfive", "missing_boxed"),
+        ("math", "add them: \\boxed{5}", "no_think_block"),
+        ("code", "<think>\nloop\n</think>\n\n```python\ndef f(x):\n    return x\n```", None),
+        ("code", "<think>\nloop\n</think>\n\n```python\ndef f(x)\n    return x\n```", "code_syntax_error"),
+        ("code", "<think>\nloop\n</think>\n\n```cpp\nint f(int x){return x;}\n```", "wrong_language"),
+        ("code", "<think>\n```python\ndef f(x):\n    return x\n```\n</think>\n\ndone", "answer_inside_think"),
+        ("science", "<think>\nohm\n</think>\n\nB", None),
+    ],
+)
+def test_quality_reasons(domain, response, reason):
+    assert K.quality_reason(_trace(_problem(0, domain), 0, response)) == reason
+
+
+def test_verify_counts_no_verdict_apart_and_uses_source_labels():
+    rows = [_trace(_problem(i), 0, "r") for i in range(6)]
+    rows[4]["source_correct"] = True
+    verdicts = {"p0": True, "p1": False, "p2": None, "p3": True, "p4": None, "p5": False}
+    kept, rep = K.verify_traces(rows, lambda row, resp: verdicts[row["id"]])
+    assert [r["id"] for r in kept] == ["p0", "p3", "p4"]
+    assert rep.dropped_by_reason == {"incorrect": 2, "no_verdict": 1}
+    assert rep.details["decided_by_source_label"] == 1
+
+
+# ---------------------------------------------------------------- difficulty, cap
+
+
+def test_difficulty_weights_follow_the_paper_ranges():
+    args = (0.25, 0.875, 1.25, 1.75, 0.5)
+    assert K.difficulty_weight(0.0, *args) == ("hard", 1.75)
+    assert K.difficulty_weight(0.25, *args) == ("hard", 1.25)
+    bucket, w = K.difficulty_weight(0.125, *args)
+    assert bucket == "hard" and w == pytest.approx(1.5)
+    assert K.difficulty_weight(0.5, *args) == ("medium", 1.0)
+    assert K.difficulty_weight(1.0, *args) == ("easy", 0.5)
+
+
+def test_weight_column_from_pass_rate_and_easy_drop():
+    hard, easy = _problem(0), _problem(1)
+    rows = [_trace(hard, 0, "r")] + [_trace(easy, k, "r") for k in range(8)]  # 1/8 vs 8/8 correct
+    kept, _ = K.weight_by_difficulty(rows, {"p0": 8, "p1": 8})
+    w = {r["id"]: (r["pass_rate"], r["weight"]) for r in kept}
+    assert w["p0"] == (0.125, pytest.approx(1.5)) and w["p1"] == (1.0, 0.5)
+    kept, rep = K.weight_by_difficulty(rows, {"p0": 8, "p1": 8}, easy_policy="drop")
+    assert {r["id"] for r in kept} == {"p0"} and rep.dropped_by_reason == {"easy": 8}
+
+
+def test_cap_keeps_at_most_n_per_problem():
+    rows = [_trace(_problem(i), k, "r") for i in range(3) for k in range(2 + 5 * i)]
+    kept, rep = K.cap_rollouts(rows, 4, seed=1)
+    assert Counter(r["id"] for r in kept) == {"p0": 2, "p1": 4, "p2": 4}
+    assert rep.dropped_by_reason == {"over_cap": len(rows) - 10}
+
+
+# ---------------------------------------------------------------- dedup, MinHash
+
+
+def test_exact_and_near_dedup_spare_other_operands():
+    rows = [
+        _problem(0, prompt="What is 12 + 30? Reply with a boxed number please."),
+        _problem(1, prompt="what is 12+30 ?  reply with a boxed number, please"),  # exact after normalising
+        _problem(2, prompt="What is 12 + 30? Reply with a boxed number please now."),  # near copy
+        _problem(
+            3, prompt="What is 12 + 31? Reply with a boxed number please."
+        ),  # other operands: a new problem
+    ]
+    rows, rep1 = K.dedup_exact(rows)
+    rows, rep2 = K.dedup_near(rows, threshold=0.7, shingle_n=2)
+    assert [r["id"] for r in rows] == ["p0", "p3"]
+    assert rep1.dropped_by_reason == {"exact_duplicate": 1} and rep2.dropped_by_reason == {
+        "near_duplicate": 1
+    }
+
+
+def test_minhash_estimates_jaccard_and_lsh_matches_pairwise():
+    a = {f"w{i}" for i in range(100)}
+    b = {f"w{i}" for i in range(20, 120)}  # J = 80 / 120
+    h = K.MinHasher(num_perm=256, seed=3)
+    assert K.MinHasher.estimate(h.signature(a), h.signature(b)) == pytest.approx(80 / 120, abs=0.08)
+    rng = random.Random(0)
+    words = [f"word{i}" for i in range(40)]
+    base = [" ".join(rng.choices(words, k=30)) for _ in range(30)]
+    rows = [_problem(i, prompt=t) for i, t in enumerate(base)]
+    rows += [_problem(100 + i, prompt=t + " extra") for i, t in enumerate(base[:10])]  # 10 near copies
+    pw, _ = K.dedup_near(rows, 0.8, 3, "pairwise", require_same_numbers=False)
+    lsh, _ = K.dedup_near(rows, 0.8, 3, "lsh", require_same_numbers=False, num_perm=128, lsh_bands=32)
+    assert len(pw) == 30 and {r["id"] for r in lsh} == {r["id"] for r in pw}
+
+
+# ---------------------------------------------------------------- decontamination
+
+
+def test_decontamination_removes_planted_copies_and_spares_the_pool():
+    cfg = CurationConfig()
+    evals = splits.tiny_eval_sets(20)
+    planted = []
+    for bench, probs in evals.items():
+        for j, p in enumerate(probs[:5]):
+            planted.append({**p, "id": f"copy-{bench}-{j}"})
+            loud = p["prompt"].upper().replace(" ", "  ").replace("?", " ?!") + "  "
+            planted.append({**p, "id": f"reformat-{bench}-{j}", "prompt": loud})
+            planted.append(
+                {**p, "id": f"prefixed-{bench}-{j}", "prompt": "Please solve this. " + p["prompt"]}
+            )
+    pool, _ = K.dedup_exact([p for d in tasks.DOMAINS for p in splits.tiny_train_problems(d, 60, 7)])
+    kept, rep = K.decontaminate(
+        pool + planted,
+        evals,
+        cfg.decontam_ngram_n,
+        cfg.shingle_n,
+        cfg.decontam_boilerplate_frac,
+        cfg.decontam_near_threshold,
+    )
+    kept_ids = {r["id"] for r in kept}
+    assert not [p["id"] for p in planted if p["id"] in kept_ids]  # 0 survivors
+    eval_keys = {K.normalize_prompt(p["prompt"]) for ps in evals.values() for p in ps}
+    clean = [p for p in pool if K.normalize_prompt(p["prompt"]) not in eval_keys]
+    survivors = sum(p["id"] in kept_ids for p in clean)
+    assert survivors >= 0.8 * len(clean), (survivors, len(clean), rep.dropped_by_reason)
+    assert set(rep.details["by_benchmark"]) == set(evals)
+
+
+def test_ngram_hit_needs_the_eval_numbers():
+    evals = {
+        "bench": [_problem(0, prompt="a long shared template sentence about a tank that holds 17 litres")]
+    }
+    rows = [
+        _problem(1, prompt="a long shared template sentence about a tank that holds 23 litres"),
+        _problem(2, prompt="Intro. a long shared template sentence about a tank that holds 17 litres today"),
+    ]
+    kept, rep = K.decontaminate(rows, evals, ngram_n=6)
+    assert [r["id"] for r in kept] == ["p1"] and rep.dropped_by_reason == {"contaminated:ngram": 1}
+
+
+# ---------------------------------------------------------------- mixing, split
+
+
+def test_mixing_hits_target_shares_when_the_pool_allows():
+    rng = random.Random(0)
+    rows = []
+    for d, n in (("math", 400), ("code", 300), ("science", 200), ("other", 200)):
+        for _ in range(n):
+            rows.append(_trace(_problem(len(rows), d), 0, " ".join(["tok"] * rng.randint(5, 15))))
+    shares = {"math": 0.568, "code": 0.298, "science": 0.071, "other": 0.064}
+    kept, rep = K.mix_to_shares(rows, shares, seed=0)
+    for d, s in shares.items():
+        assert rep.details["achieved_share"][d] == pytest.approx(s, abs=0.01)
+    assert rep.details["binding_domain"] == "math"
+    kept2, rep2 = K.mix_to_shares([r for r in rows if r["domain"] != "other"], shares)
+    assert rep2.details["absent_domains"] == ["other"] and kept2
+
+
+def test_sft_and_rl_are_disjoint_by_id_and_prompt():
+    rows = [_problem(i) for i in range(40)] + [_problem(100 + i, "code") for i in range(10)]
+    rows.append(_problem(999, prompt=rows[0]["prompt"]))  # same prompt, other id: must land with p0
+    sft, rl, rep = K.split_sft_rl(rows, 0.5, ("math",), seed=0)
+    K.assert_disjoint(sft, rl)
+    assert len(sft) + len(rl) == len(rows) and all(r["domain"] == "math" for r in rl)
+    assert {r["id"] for r in rl} & {"p0", "p999"} in (set(), {"p0", "p999"})
+    with pytest.raises(AssertionError, match="share a prompt"):
+        K.assert_disjoint([rows[0]], [rows[-1]])
+    kept, rep = K.remove_overlap(rows[:5] + [rows[-1]], rows[:3])
+    assert rep.dropped_by_reason == {"overlap_id": 3, "overlap_prompt": 1}
+
+
+# ---------------------------------------------------------------- RL filter (Fig. 9)
+
+
+def _decide(outcomes, truncated=None, answers=None, draw=0.5, f_trunc=0.1, f_min=0.1):
+    k = len(outcomes)
+    rng = random.Random(0)
+    rng.random = lambda: draw  # the branch's draw, fixed
+    return K.rl_filter_decision(
+        outcomes, truncated or [False] * k, answers or [None] * k, rng, f_trunc, f_min
+    )
+
+
+def test_rl_filter_rules_of_fig9():
+    assert _decide([True] * 8) == ("discard", "all_correct")
+    assert _decide([True] + [False] * 7) == ("keep", "partial")
+    assert _decide([False] * 8, [True] * 8, draw=0.05) == ("keep", "all_truncated_sampled")
+    assert _decide([False] * 8, [True] * 8, draw=0.5) == ("discard", "all_truncated")
+    four = ["7"] * 4 + ["1", "2", "3", None]
+    assert _decide([False] * 8, answers=four) == ("discard", "consistent_error")
+    three = ["7"] * 3 + ["1", "2", "3", None, None]
+    assert _decide([False] * 8, answers=three, draw=0.5) == ("discard", "no_majority")
+    assert _decide([False] * 8, answers=three, draw=0.01) == ("keep", "no_majority_sampled")
+    assert _decide([False] * 5, answers=["7"] * 3 + ["1", "2"]) == ("discard", "consistent_error")  # 3 >= 5/2
+    assert _decide([False] * 5, answers=["7"] * 2 + ["1", "2", "3"], draw=0.9)[1] == "no_majority"
+    with pytest.raises(ValueError, match="truncated"):
+        K.rl_filter_decision([True], [True, False], [None], random.Random(0), 0.1, 0.1)
+
+
+def test_rl_filter_keeps_the_configured_fraction():
+    rng = random.Random(1)
+    kept = sum(
+        K.rl_filter_decision([False] * 8, [True] * 8, [None] * 8, rng, 0.1, 0.1)[0] == "keep"
+        for _ in range(4000)
+    )
+    assert 300 < kept < 500
+    rows = [_problem(i) for i in range(3)]
+    rollouts = {
+        "p0": {"outcomes": [True] * 8, "truncated": [False] * 8, "answers": ["1"] * 8},
+        "p1": {"outcomes": [True, False] * 4, "truncated": [False] * 8, "answers": ["1"] * 8},
+        "p2": {"outcomes": [False] * 8, "truncated": [False] * 8, "answers": ["9"] * 8},
+    }
+    kept, rep = K.rl_filter(rows, rollouts)
+    assert [r["id"] for r in kept] == ["p1"] and kept[0]["sft_pass_rate"] == 0.5
+    assert rep.dropped_by_reason == {"all_correct": 1, "consistent_error": 1}
+
+
+# ---------------------------------------------------------------- the pipeline on the task world
+
+
+def test_pipeline_on_a_small_tiny_pool():
+    from falcon_h1r_lib.data.teacher import Teacher
+
+    cfg = CurationConfig(
+        problems_per_domain=12, eval_problems_per_domain=10, rollouts_per_problem=4, max_correct_per_problem=2
+    )
+    problems = [p for d in tasks.DOMAINS for p in splits.tiny_train_problems(d, cfg.problems_per_domain, 0)]
+    bad = {**problems[0], "id": "broken"}
+    del bad["answer"]
+    teacher = Teacher(cfg.teacher_style, cfg.teacher_error_rate, cfg.teacher_self_check_prob, cfg.seed)
+    res = K.run_pipeline(
+        problems + [bad], splits.tiny_eval_sets(cfg.eval_problems_per_domain), cfg, teacher=teacher
+    )
+    names = [r.name for r in res.funnel]
+    assert names[0] == "schema[problem]" and names[-1] == "mix_to_shares"
+    assert res.funnel[0].dropped_by_reason == {"malformed:answer": 1}
+    assert res.sft_rows and all(r["weight"] > 0 and "pass_rate" in r for r in res.sft_rows)
+    assert max(Counter(r["id"] for r in res.sft_rows).values()) <= cfg.max_correct_per_problem
+    K.assert_disjoint(res.sft_rows, res.rl_problems)
+    trace_steps = res.funnel[5:]  # each trace step's input is the previous step's output
+    assert all(b.n_in == a.n_out for a, b in zip(trace_steps, trace_steps[1:], strict=False))

@@ -1,0 +1,188 @@
+"""Verifiers: one per domain, shared by RL rewards and evaluation; None means "no verdict"."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from falcon_h1r_lib import rewards
+from falcon_h1r_lib.data.tasks import generate
+from falcon_h1r_lib.rewards import (
+    answers_equivalent,
+    check_rule,
+    extract_answer,
+    format_ok,
+    format_penalty,
+    quality_issues,
+    split_response,
+    verify,
+    verify_code,
+    verify_math,
+    verify_other,
+    verify_science,
+)
+
+
+def r(answer: str, reasoning: str = "some steps") -> str:
+    return f"<think>\n{reasoning}\n</think>\n\n{answer}"
+
+
+# ------------------------------------------------------------------------------------------- format
+def test_split_and_format():
+    assert split_response(r("x")) == ("\nsome steps\n", "\n\nx")
+    assert split_response("<think>cut off mid-thought") == ("cut off mid-thought", "")
+    assert split_response("just text") == (None, "just text")
+    assert format_ok(r("\\boxed{1}"))
+    for bad in ("\\boxed{1}", "<think>\n\n</think>\n\n\\boxed{1}", r(""), "<think>a</think>b</think>c",
+                "<think>a", "x<think>a</think>b", "<think>a<think>b</think>c"):
+        assert not format_ok(bad), bad
+    assert format_penalty(r("1")) == 0.0 and format_penalty("1", penalty=0.5) == -0.5
+
+
+def test_quality_issues_name_each_filter_of_the_paper():
+    math_p, code_p = {"domain": "math"}, {"domain": "code"}
+    assert quality_issues(math_p, r("\\boxed{3}")) == []
+    assert "empty_reasoning" in quality_issues(math_p, r("\\boxed{3}", reasoning=""))
+    assert "missing_boxed" in quality_issues(math_p, r("3"))
+    assert "empty_answer" in quality_issues(math_p, r(""))
+    assert quality_issues(code_p, r("```python\ndef f(x):\n    return x\n```")) == []
+    assert "code_syntax_error" in quality_issues(code_p, r("```python\ndef f(x)\n    return x\n```"))
+    assert "no_code_block" in quality_issues(code_p, r("def f(x): return x"))
+    assert "missing_choice" in quality_issues({"domain": "science"}, r("5 m/s"))
+
+
+# --------------------------------------------------------------------------------------------- math
+def test_math_tier1_and_missing_answers():
+    assert verify_math("42", r("\\boxed{42}")) is True
+    assert verify_math("42", r("\\boxed{43}")) is False
+    assert verify_math("-3", r("\\boxed{-3}")) is True
+    assert verify_math("3/4", r("\\boxed{\\frac{3}{4}}")) is True
+    assert verify_math("3/4", r("\\boxed{\\dfrac{6}{8}}")) is True
+    assert verify_math("1/2", r("the answer is \\boxed{0.5}")) is True
+    assert verify_math("42", r("")) is False  # no answer: the model failed
+    assert verify_math("42", "<think>\n7+9=16 c1\n") is False  # truncated mid-thought
+    assert verify_math("42", r("\\boxed{1} then \\boxed{42}")) is True  # the last box counts
+
+
+def test_math_falls_back_to_math_verify():
+    assert verify_math("42", r("42")) is True  # no box: math-verify extracts the number
+    assert verify_math("\\sqrt{2}", r("\\boxed{2^{1/2}}")) is True
+    assert verify_math("x^2+2x+1", r("\\boxed{(x+1)^2}")) is True
+    assert verify_math("\\sqrt{2}", r("\\boxed{\\sqrt{3}}")) is False
+    assert verify_math("", r("\\boxed{1}")) is None  # unreadable gold: no verdict
+
+
+def test_answers_equivalent_for_voting():
+    assert answers_equivalent("0.5", "\\frac{1}{2}")
+    assert answers_equivalent("3/4", "6/8")  # equal numbers are one vote
+    assert answers_equivalent(" 12 ", "12")
+    assert not answers_equivalent("12", "13")
+    assert not answers_equivalent(None, "1")
+    assert answers_equivalent("(x+1)^2", "x^2+2x+1")
+    assert answers_equivalent("B", "b", domain="science")
+    assert not answers_equivalent("yes it is", "no", domain="other")
+
+
+def test_math_verify_runs_off_the_main_thread():
+    """math-verify's signal.alarm raises in worker threads; we switch its timeouts off there."""
+    out: dict = {}
+
+    def work():
+        try:
+            out["eq"] = answers_equivalent("(x+1)^2", "x^2+2x+1")
+            out["v"] = verify_math("\\sqrt{2}", r("\\boxed{2^{1/2}}"))
+        except Exception as e:  # noqa: BLE001 - surfaced by the assert below
+            out["error"] = e
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join(60)
+    assert out == {"eq": True, "v": True}
+
+
+def test_extract_answer():
+    assert extract_answer(r("so \\boxed{\\frac{1}{2}}")) == "\\frac{1}{2}"
+    assert extract_answer(r("\\boxed{a} \\boxed{b_{1}}")) == "b_{1}"
+    assert extract_answer(r("\\boxed{7")) is None  # unclosed box: nothing to vote with
+    assert extract_answer(r("the answer is 12")) == "12"  # no box: math-verify's extraction
+    assert extract_answer(r("no number")) is None
+    assert extract_answer("<think>\nno end") is None
+    assert extract_answer(r("\\boxed{C}"), "science") == "C"
+    assert extract_answer(r("```python\ndef f():\n    pass\n```"), "code") == "def f():\n    pass\n"
+    assert extract_answer(r("red blue"), "other") == "red blue"
+    with pytest.raises(ValueError, match="domain"):
+        extract_answer("x", "poetry")
+
+
+# ------------------------------------------------------------------------------------------ science
+def test_science_accepts_both_conventions():
+    p = {"id": "s", "domain": "science", "answer": "B"}
+    for ok in ("\\boxed{B}", "Answer: B", "the answer is (B)", "B", "\\boxed{\\text{B}}", "answer: \\boxed{b}"):
+        assert verify_science(p, r(ok)) is True, ok
+    for bad in ("\\boxed{C}", "Answer: C", "", "17 m/s", "\\boxed{17}"):
+        assert verify_science(p, r(bad)) is False, bad
+
+
+# -------------------------------------------------------------------------------------------- other
+def test_each_instruction_rule():
+    cases = [
+        ({"rule": "word_count", "exact": 3}, "red blue green", "red blue"),
+        ({"rule": "word_count", "max": 2}, "yes", "yes it is"),
+        ({"rule": "all_lowercase"}, "red blue", "Red blue"),
+        ({"rule": "all_uppercase"}, "1. RED", "1. Red"),
+        ({"rule": "starts_with", "value": "yes"}, "YES it is", "well yes"),
+        ({"rule": "ends_with", "value": "done"}, "red done.", "done red"),
+        ({"rule": "contains_word", "value": "13"}, "yes 13 is odd", "yes 133 is odd"),
+        ({"rule": "numbered_list", "n": 2}, "1. cat\n2. dog", "1. cat\n3. dog"),
+        ({"rule": "count_from", "values": ["red", "blue"], "n": 2}, "red and blue", "red red"),
+        ({"rule": "no_commas"}, "red blue", "red, blue"),
+    ]
+    for rule, good, bad in cases:
+        assert check_rule(rule, good) and not check_rule(rule, bad), rule
+    with pytest.raises(ValueError, match="unknown instruction rule"):
+        check_rule({"rule": "rhymes"}, "x")
+    p = {"id": "o", "domain": "other", "rules": [cases[0][0], cases[2][0]]}
+    assert verify_other(p, r("red blue green")) and not verify_other(p, r("Red blue green"))
+    assert not verify_other(p, r(""))
+
+
+def test_dispatch():
+    p = generate("math", 1, 0)[0]
+    assert verify(p, r(f"\\boxed{{{p['answer']}}}")) is True
+    with pytest.raises(ValueError, match="unknown domain"):
+        verify({"id": "x", "domain": "poetry"}, "x")
+    assert rewards.reward(p, r(f"\\boxed{{{p['answer']}}}")) == 1.0
+    assert rewards.reward(p, f"\\boxed{{{p['answer']}}}") == 0.0  # right answer, no <think>: penalised
+
+
+# --------------------------------------------------------------------------------------------- code
+CODE_P = {"id": "c", "domain": "code", "tests": ["assert f(2) == 4", "assert f(-1) == 1"], "entry_point": "f"}
+
+
+def test_code_rejects_without_spawning(monkeypatch):
+    from falcon_h1r_lib import sandbox
+
+    def boom(*a, **k):
+        raise AssertionError("sandbox must not run")
+
+    monkeypatch.setattr(sandbox, "run_tests", boom)
+    assert verify_code(CODE_P, r("no code here")) is False
+    assert verify_code(CODE_P, r("```python\ndef f(x)\n    return x\n```")) is False
+    assert verify_code(CODE_P, "<think>\n```python\ndef f(x):\n    return x * x\n```") is False  # in thought only
+
+
+def test_code_sandbox_infrastructure_failure_is_no_verdict(monkeypatch):
+    from falcon_h1r_lib import sandbox
+
+    def cannot_spawn(*a, **k):
+        raise OSError("fork failed")
+
+    monkeypatch.setattr(sandbox, "run_tests", cannot_spawn)
+    assert verify_code(CODE_P, r("```python\ndef f(x):\n    return x * x\n```")) is None
+
+
+def test_code_runs_hidden_tests_in_the_sandbox():
+    """Two real sandboxed runs: a correct and a buggy solution (each spawns a process)."""
+    assert verify_code(CODE_P, r("```python\ndef f(x):\n    return x * x\n```")) is True
+    assert verify_code(CODE_P, r("```python\ndef f(x):\n    return x + x\n```")) is False
