@@ -186,3 +186,15 @@ def test_code_runs_hidden_tests_in_the_sandbox():
     """Two real sandboxed runs: a correct and a buggy solution (each spawns a process)."""
     assert verify_code(CODE_P, r("```python\ndef f(x):\n    return x * x\n```")) is True
     assert verify_code(CODE_P, r("```python\ndef f(x):\n    return x + x\n```")) is False
+
+
+def test_code_with_stdin_stdout_tests():
+    """Full-profile code sources (Codeforces, LiveCodeBench) ship input/output pairs, not asserts."""
+    problem = {"id": "io-1", "domain": "code",
+               "tests": [{"input": "2 3\n", "output": "5\n"}, {"input": "10 -4\n", "output": "6"}]}
+    good = "<think>read two ints</think>\n\n```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+    bad = good.replace("a + b", "a * b")
+    assert verify(problem, good) is True
+    assert verify(problem, bad) is False
+    with pytest.raises(ValueError, match="io test 0"):
+        verify({**problem, "tests": [{"stdin": "1"}]}, good)

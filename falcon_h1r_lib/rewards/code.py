@@ -32,7 +32,24 @@ def verify_code(problem: dict, response: str, *, timeout_s: float = TIMEOUT_S, m
     from .. import sandbox  # lazily: rewards for other domains never touch process machinery
 
     try:
+        if all(isinstance(t, dict) for t in tests):  # competitive-programming style: stdin -> expected stdout
+            return _passes_io_tests(sandbox, code, tests, timeout_s, memory_mb)
         result = sandbox.run_tests(code, list(tests), timeout_s=timeout_s, memory_mb=memory_mb)
     except OSError:  # could not spawn the child (fd / process exhaustion): infrastructure, not the code
         return None
     return bool(result.passed)
+
+
+def _passes_io_tests(sandbox, code: str, tests: list[dict], timeout_s: float, memory_mb: int) -> bool:
+    """Every ``{"input", "output"}`` pair: run the program on the input, compare trimmed output lines."""
+    for i, case in enumerate(tests):
+        if "input" not in case or "output" not in case:
+            raise ValueError(f"io test {i}: needs 'input' and 'output' keys, got {sorted(case)}")
+        result = sandbox.run_python(code, stdin=str(case["input"]), timeout_s=timeout_s, memory_mb=memory_mb)
+        if result.status != "ok" or _lines(result.stdout) != _lines(str(case["output"])):
+            return False
+    return True
+
+
+def _lines(text: str) -> list[str]:
+    return [line.rstrip() for line in text.strip().splitlines()]
