@@ -38,6 +38,11 @@ FALCON_SYSTEM_PROMPT = (
     "<think> reasoning process here </think> answer here."
 )
 
+# The tiny profile's scaled counterpart of FALCON_SYSTEM_PROMPT (118 tiny tokens): the same instruction in a
+# few tokens, so tiny SFT / RL / evaluation sequences are not dominated by a constant prefix. Every stage passes
+# it explicitly as the system turn; the full profile passes FALCON_SYSTEM_PROMPT.
+TINY_SYSTEM_PROMPT = "Think inside <think> </think>, then answer."
+
 PAD_TOKEN = "<|pad|>"
 ENDOFTEXT_TOKEN = "<|endoftext|>"  # document separator for tiny-base pretraining; also the bos token
 IM_START = "<|im_start|>"
