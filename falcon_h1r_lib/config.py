@@ -371,3 +371,123 @@ class CurationConfig(StageConfig):
             raise ConfigError(f"{self.STAGE}: keys 'domain_token_shares'/'rl_domains': unknown domain(s) {bad}")
         if any(v < 0 for v in self.domain_token_shares.values()) or sum(self.domain_token_shares.values()) <= 0:
             raise ConfigError(f"{self.STAGE}: key 'domain_token_shares' must be non-negative with a positive sum")
+
+
+@register_stage
+@dataclass(frozen=True)
+class EvaluationConfig(StageConfig):
+    """Notebook 05: sample checkpoints on the benchmarks, grade with the reward verifiers, score ([P] §4)."""
+
+    STAGE: ClassVar[str] = "05_evaluation"
+
+    benchmarks: tuple[str, ...] = ("tiny-math", "tiny-code", "tiny-science", "tiny-other")  # evaluation registry names; paper: Tables 4-6
+    max_problems: int | None = 32  # first n problems per benchmark, None = all; paper: all (AIME 30, GPQA-D 198)
+    samples_per_problem: int | None = None  # None = the benchmark's (tiny 4); paper Table 9: 16 AIME/HMMT/AMO, 5 GPQA-D, 3 LCB/MMLU-Pro, 1 MATH500/IFBench
+    max_new_tokens: int | None = None  # None = the benchmark's (tiny 192); paper Table 9: 65,536 or 32,768
+    temperature: float = 0.6  # sampling temperature; paper §4.1: 0.6
+    top_p: float = 0.95  # nucleus mass; paper §4.1: 0.95
+    system_prompt: str = "Think inside <think> </think>, then answer."  # system turn (= tokenizer.TINY_SYSTEM_PROMPT); paper §4.1: the Falcon system prompt (full profile)
+    prompt_template: str = "{prompt}"  # user turn built around the problem text; paper: not given
+    logprobs_topk: int = 20  # top-k raw log-probs kept per token, for DeepConf reuse; [P] App. G.3: 20
+    pass_ks: tuple[int, ...] = (1, 4)  # pass@k reported where k <= samples per problem; paper: pass@1
+    bootstrap_resamples: int = 1000  # problem resamples of the bootstrap CI; paper: no CI given
+    ci_level: float = 0.95  # CI coverage
+    backend: typing.Literal["hf", "vllm"] = "hf"  # sampler: transformers (CPU/GPU) or vLLM; paper: vLLM
+    model_name_or_path: str = ""  # checkpoint dir or Hub id; "" = given by the notebook or --model
+    model_revision: str | None = None  # Hub revision of the model (pin it for full runs)
+    tokenizer_name_or_path: str = ""  # "" = the model's own
+    batch_size: int = 64  # HF backend: sequences decoded together
+    device: str = "cpu"  # HF backend device ("cuda" on GPUs)
+    dtype: str = "float32"  # model weights dtype; paper serves bfloat16
+    vllm: dict[str, Any] = field(default_factory=dict)  # VLLMConfig fields (tensor/data parallel, max_model_len, ...)
+    eval_sources_file: str = "data_manifests/full/eval_benchmarks.yaml"  # full: dataset ids and revisions
+    allow_unpinned: bool = False  # full: permit benchmark sources whose revision is not a commit hash
+    local_files: dict[str, str] = field(default_factory=dict)  # full: source name -> offline mirror file
+    grade_workers: int = 2  # threads verifying code samples in the sandbox
+    reuse_traces: bool = True  # skip sampling when traces of the same model, problems and sampling exist
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.benchmarks:
+            raise ConfigError(f"{self.STAGE}: key 'benchmarks' must name at least one benchmark")
+        for name in ("max_problems", "samples_per_problem", "max_new_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{self.STAGE}: key {name!r} must be >= 1 or null, got {value}")
+        for name in ("logprobs_topk", "bootstrap_resamples", "batch_size", "grade_workers"):
+            if getattr(self, name) < (0 if name == "logprobs_topk" else 1):
+                raise ConfigError(f"{self.STAGE}: key {name!r} is out of range: {getattr(self, name)}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(f"{self.STAGE}: keys 'temperature' >= 0 and 'top_p' in (0, 1] required")
+        if not 0 < self.ci_level < 1:
+            raise ConfigError(f"{self.STAGE}: key 'ci_level' must be in (0, 1), got {self.ci_level}")
+        if not self.pass_ks or any(k < 1 for k in self.pass_ks):
+            raise ConfigError(f"{self.STAGE}: key 'pass_ks' must list ks >= 1, got {self.pass_ks}")
+        if "{prompt}" not in self.prompt_template:
+            raise ConfigError(f"{self.STAGE}: key 'prompt_template' must contain '{{prompt}}'")
+
+
+@register_stage
+@dataclass(frozen=True)
+class SFTStageConfig(StageConfig):
+    """Notebook 03: the base model (tiny: pretrained here) and long-CoT SFT through TRL ([P] §2.3, Table 1)."""
+
+    STAGE: ClassVar[str] = "03_sft"
+
+    base_model_name_or_path: str = ""  # "" = pretrain the tiny hybrid here; paper Table 1: Falcon-H1-7B-Base
+    base_model_revision: str | None = None  # Hub revision of the base model (pin it for full runs)
+    tokenizer_name_or_path: str = ""  # "" = notebook 02's tiny tokenizer (tiny) / the base model's own (full)
+    check_base_config: bool = True  # full: the base config must match the 7B preset on Table 8's fields
+    system_prompt: typing.Literal["tiny", "falcon"] = "tiny"  # system turn: TINY_SYSTEM_PROMPT or the Falcon one ([P] §3.4)
+    model_width: int = 128  # tiny hybrid's one dial (hidden size); 7B: 3072
+    pretrain_docs_per_domain: dict[str, int] = field(default_factory=lambda: {"math": 6000, "code": 1500, "science": 600, "other": 600})  # tiny base corpus: problems with plain answers; paper: Falcon-H1 pretraining
+    pretrain_block_size: int = 128  # tokens per pretraining sequence (documents packed, <|endoftext|>-separated)
+    pretrain_max_steps: int = 240  # optimizer steps of tiny pretraining
+    pretrain_batch_size: int = 32  # sequences per pretraining step
+    pretrain_learning_rate: float = 2e-3  # peak lr of tiny pretraining (cosine, 5% warm-up)
+    learning_rate: float = 2e-3  # SFT peak lr (tiny, no muP); paper Table 1: 1024e-6 with muP
+    lr_scheduler_type: str = "linear"  # paper Table 1: linear
+    warmup_ratio: float = 0.04  # share of steps warming up; paper Table 1: 4%
+    num_train_epochs: float = 3.0  # paper Table 1: 3
+    max_steps: int = -1  # cap on optimizer steps (-1 = the epochs decide)
+    per_device_train_batch_size: int = 32  # sequences per rank and micro-step
+    gradient_accumulation_steps: int = 1  # global batch = per-device x accumulation x ranks; paper Table 1: 512
+    max_length: int = 256  # tokens per SFT sequence (longer ones right-trimmed); paper Table 1: 36K (48K extended)
+    weight_decay: float = 0.01  # AdamW; paper Table 1: 0.01
+    adam_beta1: float = 0.9  # paper: AdamW defaults
+    adam_beta2: float = 0.999  # paper: AdamW defaults
+    max_grad_norm: float = 1.0  # paper Table 1: 1.0
+    bf16: bool = False  # paper Table 1: bfloat16 (GPU); CPU trains in fp32
+    gradient_checkpointing: bool = False  # on for 36K contexts on GPUs; off for tiny speed
+    use_liger_kernel: bool = False  # paper App. A: Liger kernels (fused RoPE, RMSNorm, CE); GPU only
+    assistant_only_loss: bool = True  # loss on the last assistant turn only ([P] §2.1), via {% generation %}
+    difficulty_weighting: bool = True  # per-sample weights from curation ([P] §2.2: hard x1.25-1.75, easy x0.5)
+    average_tokens_across_devices: bool = True  # balanced data-parallel token normalization ([P] §2.3, Fig. 4)
+    packing: bool = False  # paper: not stated; CPU: no padding-free packing without mamba-ssm
+    logging_steps: int = 5  # optimizer steps between loss-log lines
+    save_steps: int = 25  # optimizer steps between checkpoints (resume points)
+    save_total_limit: int = 2  # checkpoints kept
+    eval_problems: dict[str, int] = field(default_factory=lambda: {"tiny-math": 48, "tiny-code": 16, "tiny-science": 16, "tiny-other": 16})  # base-vs-SFT evaluation: benchmark -> problems
+    eval_samples_per_problem: int = 4  # samples per problem, pass@1 averaged over them; paper Table 9: 16 for AIME
+    eval_batch_size: int = 64  # sequences decoded together
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("model_width", "pretrain_block_size", "pretrain_max_steps", "pretrain_batch_size",
+                     "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps",
+                     "save_steps", "save_total_limit", "eval_samples_per_problem", "eval_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{self.STAGE}: key {name!r} must be positive, got {getattr(self, name)}")
+        for name in ("learning_rate", "pretrain_learning_rate", "num_train_epochs"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{self.STAGE}: key {name!r} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"{self.STAGE}: key 'warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"{self.STAGE}: key 'max_steps' must be -1 or positive, got {self.max_steps}")
+        bad = sorted(k for k, v in {**self.pretrain_docs_per_domain}.items()
+                     if k not in ("math", "code", "science", "other") or v < 0)
+        if bad:
+            raise ConfigError(f"{self.STAGE}: key 'pretrain_docs_per_domain': unknown domain or negative count {bad}")
+        if any(v < 1 for v in self.eval_problems.values()):
+            raise ConfigError(f"{self.STAGE}: key 'eval_problems': counts must be >= 1, got {self.eval_problems}")

@@ -1,0 +1,33 @@
+"""Evaluation protocol of [P] §4: benchmark registry, grading with the reward verifiers, pass@1 averaged
+over n samples, unbiased pass@k, majority vote, bootstrap CIs, and paper-vs-ours tables (Tables 4-6).
+
+``python -m falcon_h1r_lib.evaluation --config FILE`` runs it on a cluster; ``pipeline.run(cfg)`` in process.
+The pipeline (which pulls in torch and the generation backends) is imported on first use.
+"""
+
+from falcon_h1r_lib.evaluation.benchmarks import BENCHMARKS, Benchmark, benchmark_names, get_benchmark
+from falcon_h1r_lib.evaluation.grading import Grade, completion_text, grade, grade_all, ungradable_reason
+from falcon_h1r_lib.evaluation.metrics import (
+    Vote,
+    bootstrap_ci,
+    maj_at_k,
+    mean_pass_at_1,
+    pass_at_k,
+    problem_table,
+    summarize,
+)
+from falcon_h1r_lib.evaluation.tables import paper_vs_ours, results_records, to_markdown, write_table
+
+
+def run(cfg, models=None, out_dir=None, backends=None):
+    """See ``pipeline.run``: evaluate models on ``cfg.benchmarks``, write traces, metrics.json and tables."""
+    from falcon_h1r_lib.evaluation.pipeline import run as _run
+
+    return _run(cfg, models=models, out_dir=out_dir, backends=backends)
+
+
+__all__ = [
+    "BENCHMARKS", "Benchmark", "Grade", "Vote", "benchmark_names", "bootstrap_ci", "completion_text",
+    "get_benchmark", "grade", "grade_all", "maj_at_k", "mean_pass_at_1", "paper_vs_ours", "pass_at_k",
+    "problem_table", "results_records", "run", "summarize", "to_markdown", "ungradable_reason", "write_table",
+]

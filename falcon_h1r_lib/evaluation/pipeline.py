@@ -1,0 +1,202 @@
+"""One evaluation run: benchmarks -> requests -> backend samples -> traces (Parquet) -> grades -> metrics
+and paper-vs-ours tables, under ``runs/<profile>/05_evaluation/`` (or ``out_dir``).
+
+Traces are keyed by (model, problems, prompts, sampling): a re-run with the same key reads them back
+instead of sampling again (``reuse_traces``), so notebooks and DeepConf can rerun cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from falcon_h1r_lib.config import ConfigError, EvaluationConfig, resolve_path
+from falcon_h1r_lib.evaluation.benchmarks import Benchmark, get_benchmark
+from falcon_h1r_lib.evaluation.grading import grade_all
+from falcon_h1r_lib.evaluation.metrics import summarize
+from falcon_h1r_lib.evaluation.tables import RESULTS_TABLES, paper_vs_ours, results_records, write_table
+from falcon_h1r_lib.metrics import Stopwatch, git_commit, package_versions
+
+_LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def load_hf(cfg: EvaluationConfig, model_path: str):
+    """(model, tokenizer) through transformers; the tokenizer keeps its chat template (ours if it has none)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from falcon_h1r_lib.tokenizer import load_falcon_tokenizer
+
+    dtype = getattr(torch, cfg.dtype, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ConfigError(f"{cfg.STAGE}: key 'dtype': {cfg.dtype!r} is not a torch dtype")
+    tokenizer = load_falcon_tokenizer(_path_or_id(cfg.tokenizer_name_or_path or model_path), revision=cfg.model_revision)
+    model = AutoModelForCausalLM.from_pretrained(_path_or_id(model_path), revision=cfg.model_revision, dtype=dtype)
+    return model.to(cfg.device).eval(), tokenizer
+
+
+def _path_or_id(name: str) -> str:
+    """A local checkpoint (relative paths from the repo root) or, failing that, a Hub id as given."""
+    local = resolve_path(name)
+    return str(local) if local.exists() else name
+
+
+def make_backend(cfg: EvaluationConfig, model_path: str):
+    """(backend, tokenizer) for ``cfg.backend``; vLLM is imported only here, lazily."""
+    if cfg.backend == "hf":
+        from falcon_h1r_lib.generation import HFBackend
+
+        model, tokenizer = load_hf(cfg, model_path)
+        return HFBackend(model, tokenizer, batch_size=cfg.batch_size, progress=False), tokenizer
+    from falcon_h1r_lib.generation import VLLMBackend, VLLMConfig
+    from falcon_h1r_lib.tokenizer import load_falcon_tokenizer
+
+    tok_path = _path_or_id(cfg.tokenizer_name_or_path or model_path)
+    values = {"model": _path_or_id(model_path), "revision": cfg.model_revision, "dtype": cfg.dtype,
+              "tokenizer": tok_path, "seed": cfg.seed, **cfg.vllm}
+    backend = VLLMBackend(VLLMConfig.from_dict(values, source=f"{cfg.STAGE}: vllm"), progress=True)
+    return backend, load_falcon_tokenizer(tok_path, revision=cfg.model_revision)
+
+
+def build_requests(problems: Sequence[Mapping[str, Any]], tokenizer, cfg: EvaluationConfig) -> list:
+    """One chat-rendered request per problem: system turn + ``prompt_template`` around the problem text
+    (plain substitution of ``{prompt}``, so templates may hold LaTeX braces such as ``\\boxed{}``)."""
+    from falcon_h1r_lib.generation import chat_request
+
+    return [chat_request(str(p["id"]), cfg.prompt_template.replace("{prompt}", str(p["prompt"])), tokenizer, cfg.system_prompt)
+            for p in problems]
+
+
+def _shard_suffix(cfg: EvaluationConfig) -> str:
+    size = int(cfg.vllm.get("data_parallel_size", 1)) if cfg.backend == "vllm" else 1
+    return f".dp{int(cfg.vllm.get('data_parallel_rank', 0))}of{size}" if size > 1 else ""
+
+
+def traces_key(model: str, bench: Benchmark, requests: Sequence, sampling) -> str:
+    """What the traces depend on; equal keys mean the stored traces can be reused."""
+    blob = json.dumps({"model": model, "benchmark": bench.name, "sampling": sampling.to_dict(),
+                       "prompts": [[r.problem_id, r.prompt] for r in requests]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def evaluate_benchmark(
+    cfg: EvaluationConfig, bench: Benchmark, backend, tokenizer, model: str, label: str, out: Path
+) -> dict[str, Any]:
+    """Sample, store, grade and score one benchmark for one model; returns its summary (JSON-ready)."""
+    from falcon_h1r_lib.generation import read_traces, read_traces_metadata, write_traces
+
+    watch = Stopwatch()
+    local = cfg.local_files.get(bench.source) if bench.source else None
+    problems = bench.load_problems(cfg.max_problems, sources_file=cfg.eval_sources_file,
+                                   allow_unpinned=cfg.allow_unpinned, local_files=local)
+    sampling = bench.sampling(seed=cfg.seed, logprobs_topk=cfg.logprobs_topk, n=cfg.samples_per_problem,
+                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    requests = build_requests(problems, tokenizer, cfg)
+    key = traces_key(model, bench, requests, sampling)
+    suffix = _shard_suffix(cfg)
+    traces_path = out / "traces" / label / f"{bench.name}{suffix}.parquet"
+    reused = cfg.reuse_traces and traces_path.exists() and read_traces_metadata(traces_path).get("key") == key
+    if reused:
+        traces = read_traces(traces_path)
+    else:
+        traces = backend.generate(requests, sampling)
+        write_traces(traces, traces_path, metadata={
+            "key": key, "model": model, "label": label, "benchmark": bench.name, "profile": cfg.profile,
+            "sampling": sampling.to_dict(), "config_hash": cfg.config_hash()})
+    sample_s = watch.seconds()
+    grades = grade_all(problems, traces, max_workers=cfg.grade_workers)
+    grades_path = out / "grades" / label / f"{bench.name}{suffix}.parquet"
+    grades_path.parent.mkdir(parents=True, exist_ok=True)
+    grades.to_parquet(grades_path, index=False)
+    summary = summarize(grades, ks=cfg.pass_ks, resamples=cfg.bootstrap_resamples, level=cfg.ci_level, seed=cfg.seed)
+    n_tokens = sum(t.n_tokens for t in traces)
+    summary.update({
+        "samples_per_problem": sampling.n, "max_new_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": cfg.seed,
+        "domain": bench.domain, "gradable": bench.gradable, "why_not_gradable": bench.why_not_gradable,
+        "note": bench.note, "paper_table": bench.paper_table, "paper_column": bench.paper_column,
+        "traces_file": _rel(traces_path), "grades_file": _rel(grades_path), "traces_reused": bool(reused),
+        "sample_wall_s": round(sample_s, 3),
+        "tokens_per_s": None if reused or sample_s <= 0 else round(n_tokens / sample_s, 1),
+    })
+    return summary
+
+
+def _rel(path: Path) -> str:
+    from falcon_h1r_lib.config import repo_root
+
+    try:
+        return str(path.resolve().relative_to(repo_root()))
+    except ValueError:
+        return str(path)
+
+
+def evaluate_model(cfg: EvaluationConfig, model: str, label: str, out: Path, backend=None, tokenizer=None
+                   ) -> dict[str, Any]:
+    """Every benchmark of ``cfg`` on one model; ``backend``/``tokenizer`` may be given (notebooks, tests)."""
+    if not _LABEL.match(label):
+        raise ConfigError(f"model label {label!r}: use letters, digits, '_', '.', '-' (it names folders)")
+    benches = [get_benchmark(name, cfg.profile) for name in cfg.benchmarks]
+    if backend is None:
+        backend, tokenizer = make_backend(cfg, model)
+    elif tokenizer is None:
+        raise ValueError("evaluate_model: a backend needs its tokenizer (to render the chat prompts)")
+    return {"model": model, "benchmarks": {b.name: evaluate_benchmark(cfg, b, backend, tokenizer, model, label, out)
+                                           for b in benches}}
+
+
+def write_tables(metrics: Mapping[str, Any], out: Path) -> list[str]:
+    """Paper-vs-ours CSV + Markdown for each results table that holds an evaluated benchmark."""
+    records = results_records(metrics)
+    written = []
+    for table in RESULTS_TABLES:
+        if any(r.get("paper_table") == table for r in records):
+            csv, md = write_table(paper_vs_ours(records, table), out / "tables" / f"{table}_paper_vs_ours")
+            written += [_rel(csv), _rel(md)]
+    return written
+
+
+def run(
+    cfg: EvaluationConfig,
+    models: Mapping[str, str] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    backends: Mapping[str, tuple[Any, Any]] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``models`` ({label: path or Hub id}; default {"model": cfg.model_name_or_path}) and write
+    traces, grades, ``metrics.json`` and tables; returns the metrics record. ``backends`` ({label:
+    (backend, tokenizer)}) reuses already-loaded models."""
+    watch = Stopwatch()
+    if not models:
+        if not cfg.model_name_or_path:
+            raise ConfigError(f"{cfg.STAGE}: no model: set 'model_name_or_path' or pass --model")
+        models = {"model": cfg.model_name_or_path}
+    out = resolve_path(out_dir) if out_dir is not None else cfg.run_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for label, path in models.items():
+        backend, tokenizer = (backends or {}).get(label, (None, None))
+        results[label] = evaluate_model(cfg, str(path), label, out, backend, tokenizer)
+    metrics: dict[str, Any] = {"models": results}
+    metrics["tables"] = write_tables(metrics, out)
+    record = {
+        "stage": cfg.STAGE, "profile": cfg.profile, "seed": cfg.seed, "config": cfg.to_dict(),
+        "config_hash": cfg.config_hash(), "git_commit": git_commit(), "packages": package_versions(),
+        "python": platform.python_version(), "machine": platform.machine(),
+        "wall_time_s": round(watch.seconds(), 3), "reads": sorted({str(p) for p in models.values()}),
+        "metrics": metrics,
+    }
+    path = out / f"metrics{_shard_suffix(cfg)}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")  # NaN never reaches JSON
+    tmp.replace(path)
+    return record
+
+
+__all__ = ["build_requests", "evaluate_benchmark", "evaluate_model", "load_hf", "make_backend", "run",
+           "traces_key", "write_tables"]
