@@ -491,3 +491,172 @@ class SFTStageConfig(StageConfig):
             raise ConfigError(f"{self.STAGE}: key 'pretrain_docs_per_domain': unknown domain or negative count {bad}")
         if any(v < 1 for v in self.eval_problems.values()):
             raise ConfigError(f"{self.STAGE}: key 'eval_problems': counts must be >= 1, got {self.eval_problems}")
+
+
+@register_stage
+@dataclass(frozen=True)
+class RLStageConfig(StageConfig):
+    """Notebook 04: GRPO-style RLVR from the SFT checkpoint on TRL ([P] §3, Table 2, Figs. 5, 6, 9)."""
+
+    STAGE: ClassVar[str] = "04_rl"
+
+    sft_model_path: str = "runs/tiny/03_sft/sft"  # the SFT checkpoint RL starts from (model + tokenizer)
+    system_prompt: typing.Literal["tiny", "falcon"] = "tiny"  # system turn, as in SFT and evaluation ([P] §3.4: Falcon's)
+    domains: tuple[str, ...] = ("math",)  # RL domains; [P] §3.4 / Table 3: the released model is math-only
+    extra_problems_per_domain: int = 600  # generated training-seed problems added to notebook 02's rl_problems
+    extra_problems_seed: int = 4_000  # training seed of those extra problems (< eval seed range)
+    filter_max_problems: int | None = 320  # RL pool size sent to the Fig. 9 filter (None = all)
+    filter_rollouts: int = 8  # k SFT-model rollouts per problem; [P] Fig. 9: 8
+    filter_temperature: float = 0.6  # [P] Fig. 9: 0.6
+    filter_top_p: float = 0.95  # [P] Fig. 9: 0.95
+    filter_max_new_tokens: int = 160  # [P] Fig. 9: 32K
+    keep_fraction_all_truncated: float = 0.1  # 0/k correct, all truncated: share kept; [P] Fig. 9: "a small random subset"
+    keep_fraction_minority: float = 0.1  # 0/k correct, majority f < k/2: share kept; [P] Fig. 9: "a small random subset"
+    num_generations: int = 8  # G rollouts per prompt; [P] Table 2: 16
+    prompts_per_step: int = 8  # prompts per optimizer step (= per rollout batch); [P] Table 2: 128
+    max_steps: int = 60  # optimizer steps; paper: not given (Fig. 6 curves)
+    temperature: float = 0.85  # rollout temperature; [P] Table 2: 0.85
+    top_p: float = 1.0  # rollout nucleus; paper: not given (1.0 = plain temperature sampling)
+    max_completion_length: int = 160  # tokens per rollout; [P] Table 2: 48K
+    learning_rate: float = 2e-4  # AdamW lr (tiny, fp32, 660K params); [P] Table 2: 2e-6
+    warmup_steps: int = 10  # linear warm-up steps; [P] Table 2: 10
+    lr_scheduler_type: str = "constant_with_warmup"  # after warm-up; paper: not given
+    weight_decay: float = 0.0  # paper: not given
+    max_grad_norm: float = 1.0  # paper: not given (verl default 1.0)
+    epsilon: float = 0.2  # lower clip eps-; [P] Table 2: 0.2
+    epsilon_high: float = 0.28  # upper clip eps+ (clip-higher, DAPO); [P] Table 2: 0.28
+    beta: float = 0.0  # KL coefficient (0: no reference model is loaded); [P] Table 2: 0
+    entropy_coef: float = 0.0  # entropy bonus; [P] Table 2: 0
+    loss_type: str = "dapo"  # aggregation: token-level over the global batch (DAPO); paper: not stated, see rl.py
+    scale_rewards: str = "group"  # advantage (R - mean) / std over the G rollouts; [P] §3.2: group-normalised
+    mask_truncated_completions: bool = False  # paper: truncated answers simply score 0 (no mask mentioned)
+    format_weight: float = 1.0  # penalty for output not in <think> ... </think> answer form; [P] §3.2: size not given
+    aux_ce_coef: float = 0.1  # ASSUMPTION: weight of the SFT loss on positive samples; [P] §3.1: coefficient not given
+    backfill: bool = True  # drop zero-advantage groups and refill the batch; [P] §3.1: Backfill
+    cache_size: int = 16  # surplus valid groups kept (bounded cache); [P] §3.1: "fixed size", value not given
+    cache_max_age: int = 2  # optimizer steps a cached group may wait (staleness bound); paper: not given
+    max_rounds: int = 4  # generation calls per step at most (first + refills); paper: not given
+    gradient_accumulation_steps: int = 1  # micro-steps per optimizer step; [P] Table 2: PPO mini-batch = batch (1 update per rollout batch)
+    use_vllm: bool = False  # vLLM rollouts (full); tiny: transformers generate
+    vllm_mode: typing.Literal["colocate", "server"] = "colocate"  # vLLM beside the trainer or a separate `trl vllm-serve`
+    vllm_gpu_memory_utilization: float = 0.3  # colocate: share of GPU memory for vLLM
+    vllm_tensor_parallel_size: int = 1  # colocate: tensor parallel degree of vLLM
+    vllm_server_host: str = "0.0.0.0"  # server mode: host of `trl vllm-serve`
+    vllm_server_port: int = 8000  # server mode: its port
+    tis_cap: float = 2.0  # truncated importance sampling cap (vLLM path only); [P] §3.1: 2
+    tis_mode: str = "token_truncate"  # TIS of Yao et al. 2025: per-token ratio, truncated at the cap
+    bf16: bool = False  # paper: bf16 on GPUs; CPU trains in fp32
+    gradient_checkpointing: bool = False  # on for 48K rollouts on GPUs; off for tiny speed
+    logging_steps: int = 1  # optimizer steps between metric-log lines
+    save_steps: int = 20  # optimizer steps between checkpoints (resume points)
+    save_total_limit: int = 2  # checkpoints kept
+    resume: bool = True  # continue from the last checkpoint under runs/<profile>/04_rl/checkpoints
+    num_threads: int = 0  # torch CPU threads (0 = leave torch's default)
+    eval_benchmarks: tuple[str, ...] = ("tiny-math",)  # SFT-vs-RL benchmarks (evaluation registry); paper: Table 3 columns
+    eval_max_problems: int = 50  # problems per benchmark; paper: all
+    eval_samples_per_problem: int = 4  # pass@1 averaged over n samples; paper Table 9: 16 for AIME
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("filter_rollouts", "filter_max_new_tokens", "num_generations", "prompts_per_step", "max_steps",
+                     "max_completion_length", "max_rounds", "gradient_accumulation_steps", "logging_steps",
+                     "save_steps", "save_total_limit", "eval_max_problems", "eval_samples_per_problem",
+                     "vllm_tensor_parallel_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{self.STAGE}: key {name!r} must be positive, got {getattr(self, name)}")
+        for name in ("extra_problems_per_domain", "warmup_steps", "cache_size", "cache_max_age", "num_threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{self.STAGE}: key {name!r} must be >= 0, got {getattr(self, name)}")
+        if self.num_generations < 2:
+            raise ConfigError(f"{self.STAGE}: key 'num_generations' must be >= 2 (group-normalised advantages)")
+        if not 0 <= self.extra_problems_seed < 1_000_000_000:
+            raise ConfigError(f"{self.STAGE}: key 'extra_problems_seed' must be a training seed in [0, 1e9)")
+        if self.filter_max_problems is not None and self.filter_max_problems < 1:
+            raise ConfigError(f"{self.STAGE}: key 'filter_max_problems' must be >= 1 or null")
+        for name in ("keep_fraction_all_truncated", "keep_fraction_minority", "epsilon", "filter_top_p", "top_p",
+                     "vllm_gpu_memory_utilization"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{self.STAGE}: key {name!r} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("learning_rate", "temperature", "filter_temperature", "tis_cap"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{self.STAGE}: key {name!r} must be > 0, got {getattr(self, name)}")
+        for name in ("epsilon_high", "beta", "entropy_coef", "format_weight", "aux_ce_coef", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{self.STAGE}: key {name!r} must be >= 0, got {getattr(self, name)}")
+        bad = sorted(set(self.domains) - {"math", "code", "science", "other"})
+        if not self.domains or bad:
+            raise ConfigError(f"{self.STAGE}: key 'domains' must list known domains, got {list(self.domains)}")
+        if self.loss_type not in ("grpo", "dr_grpo", "dapo", "bnpo"):
+            raise ConfigError(f"{self.STAGE}: key 'loss_type' must be grpo, dr_grpo, dapo or bnpo (the clipped "
+                              f"surrogate of [P] §3.2), got {self.loss_type!r}")
+        if self.scale_rewards not in ("group", "batch", "none"):
+            raise ConfigError(f"{self.STAGE}: key 'scale_rewards' must be group, batch or none")
+        if self.tis_mode not in ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"):
+            raise ConfigError(f"{self.STAGE}: key 'tis_mode': unknown TRL importance-sampling mode {self.tis_mode!r}")
+
+
+@register_stage
+@dataclass(frozen=True)
+class DeepConfConfig(StageConfig):
+    """Notebook 06: DeepConf test-time scaling ([P] §5, Table 7, Fig. 1; Fu et al. 2025 Alg. 1-2)."""
+
+    STAGE: ClassVar[str] = "06_deepconf_scaling"
+
+    models: dict[str, str] = field(default_factory=lambda: {"sft": "runs/tiny/03_sft/sft", "rl": "runs/tiny/04_rl/rl"})  # label -> checkpoint dir or Hub id; paper: Falcon-H1R-7B
+    model_revision: str | None = None  # Hub revision of the models (pin it for full runs)
+    benchmarks: tuple[str, ...] = ("tiny-math",)  # evaluation registry names; paper Table 7: AIME24, AIME25, GPQA-Diamond, AMO-Bench
+    max_problems: int | None = 16  # first n problems per benchmark, None = all; paper: all (AIME 30)
+    budget: int = 32  # K, traces per problem at most (warm-up included); paper: 512
+    budgets: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # budgets of the scaling curves (<= budget); paper: 1..512
+    pool_size: int = 64  # traces pre-generated per problem, resampled into working sets; paper: 4,096
+    runs: int = 64  # R resampled runs averaged per point; paper: 64
+    n_init: int = 8  # N_init warm-up traces of online DeepConf; paper: 16
+    window: int = 16  # n, sliding-window group size in tokens; paper: 2,048
+    tail_tokens: int = 16  # tokens of the tail confidence; paper: 2,048
+    bottom_percent: float = 10.0  # q of the bottom-q% group confidence; paper: 10
+    keep_top_percent: float = 10  # eta, share of traces kept: 10 = DeepConf-low (s = 90th percentile); paper: 10
+    keep_top_percent_high: float = 90  # eta of DeepConf-high (s = 10th percentile); paper: 90
+    consensus_tau: float = 0.95  # tau, consensus stop at beta >= tau; paper: 0.95
+    online_wave: int = 1  # traces started between consensus checks; Alg. 2: 1 (live full runs: larger)
+    topk: int = 20  # k of the token confidence C_i; paper App. G.3: 20
+    temperature: float = 0.6  # paper §4.1 / Falcon-H1R recommended: 0.6
+    top_p: float = 0.95  # paper: 0.95
+    max_new_tokens: int = 192  # per trace; paper: 64K (Falcon-H1R)
+    system_prompt: str | None = "Think inside <think> </think>, then answer."  # tokenizer.TINY_SYSTEM_PROMPT; None = the Falcon prompt (full)
+    mode: typing.Literal["replay", "live", "both"] = "replay"  # replay over pools (paper protocol) and/or live runs with early stopping (Falcon-H1R)
+    backend: typing.Literal["hf", "vllm"] = "hf"  # sampler; paper: vLLM
+    vllm_stop: typing.Literal["abort", "logits_processor"] = "abort"  # how vLLM stops a trace (engine-step abort or EOS-forcing processor)
+    vllm: dict[str, Any] = field(default_factory=dict)  # VLLMConfig fields (tensor/data parallel, max_model_len, ...)
+    batch_size: int = 64  # HF backend: sequences decoded together
+    device: str = "cpu"  # HF backend device
+    dtype: str = "float32"  # weights dtype; paper serves bfloat16
+    ci_level: float = 0.95  # bootstrap CI coverage (problems resampled)
+    bootstrap_resamples: int = 1000  # bootstrap resamples
+    eval_sources_file: str = "data_manifests/full/eval_benchmarks.yaml"  # full: dataset ids and revisions
+    allow_unpinned: bool = False  # full: permit unpinned benchmark sources
+    local_files: dict[str, str] = field(default_factory=dict)  # full: source name -> offline mirror file
+    reuse_pools: bool = True  # read stored pools of the same model, problems and sampling instead of sampling
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.models or not self.benchmarks:
+            raise ConfigError(f"{self.STAGE}: keys 'models' and 'benchmarks' must not be empty")
+        for name in ("budget", "pool_size", "runs", "n_init", "window", "tail_tokens", "online_wave", "topk",
+                     "max_new_tokens", "batch_size", "bootstrap_resamples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{self.STAGE}: key {name!r} must be >= 1, got {getattr(self, name)}")
+        if self.max_problems is not None and self.max_problems < 1:
+            raise ConfigError(f"{self.STAGE}: key 'max_problems' must be >= 1 or null")
+        if self.n_init > self.budget:
+            raise ConfigError(f"{self.STAGE}: key 'n_init' ({self.n_init}) must be <= 'budget' ({self.budget})")
+        if self.mode != "live" and self.pool_size < self.budget:
+            raise ConfigError(f"{self.STAGE}: key 'pool_size' ({self.pool_size}) must be >= 'budget' ({self.budget})")
+        if not self.budgets or any(b < 1 or b > self.budget for b in self.budgets):
+            raise ConfigError(f"{self.STAGE}: key 'budgets' must lie in [1, budget={self.budget}], got {self.budgets}")
+        for name in ("keep_top_percent", "keep_top_percent_high", "bottom_percent"):
+            if not 0 < getattr(self, name) <= 100:
+                raise ConfigError(f"{self.STAGE}: key {name!r} must be in (0, 100], got {getattr(self, name)}")
+        if not 0 < self.consensus_tau <= 1 or not 0 < self.ci_level < 1:
+            raise ConfigError(f"{self.STAGE}: keys 'consensus_tau' in (0, 1] and 'ci_level' in (0, 1) required")
+        if self.topk > 20:
+            raise ConfigError(f"{self.STAGE}: key 'topk' must be <= 20 (vLLM max_logprobs), got {self.topk}")
