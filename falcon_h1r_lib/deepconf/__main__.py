@@ -1,0 +1,40 @@
+"""``python -m falcon_h1r_lib.deepconf --config FILE [--model [LABEL=]PATH ...] [--out DIR] [--set KEY=VALUE ...]``
+
+Cluster entry point of notebook 06: loads a DeepConfConfig (e.g. ``profiles/full/06_deepconf_scaling.yaml``),
+generates trace pools and/or live DeepConf runs with the configured backend (HF or vLLM) on the
+evaluation registry's benchmarks, and writes pools (Parquet), curves, Table 7 / Fig. 1 CSVs and metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from falcon_h1r_lib.config import DeepConfConfig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from falcon_h1r_lib.evaluation.__main__ import _models, _overrides
+
+    parser = argparse.ArgumentParser(prog="python -m falcon_h1r_lib.deepconf", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--config", required=True, help="DeepConfConfig YAML (profiles/<profile>/06_deepconf_scaling.yaml)")
+    parser.add_argument("--model", action="append", default=[], metavar="[LABEL=]PATH",
+                        help="checkpoint dir or Hub id; repeat for several (default: the config's models)")
+    parser.add_argument("--out", default=None, help="output folder (default: runs/<profile>/06_deepconf_scaling)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (YAML value)")
+    args = parser.parse_args(argv)
+    cfg = DeepConfConfig.from_yaml(args.config, overrides=_overrides(args.set))
+    from falcon_h1r_lib.deepconf.experiment import run
+
+    result = run(cfg, models=_models(args.model) or None, out_dir=args.out)
+    brief = {label: {bench: {k: v for k, v in entry.get("at_budget", entry.get("live", {})).items()
+                             if k in ("majority_accuracy", "deepconf_low_accuracy", "tokens_saved_percent", "accuracy", "tokens")}
+                     for bench, entry in m.items()} for label, m in result["metrics"]["models"].items()}
+    print(json.dumps({"out": result["out"], "summary": brief}, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

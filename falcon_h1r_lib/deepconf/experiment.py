@@ -1,0 +1,400 @@
+"""The DeepConf scaling experiment: trace pools -> accuracy vs generated tokens, Table 7 and Fig. 1 analogs.
+
+Protocol ([P] §4.1): a pool of complete traces per problem; each of R runs draws a random working set
+(a permutation of the pool, seeded numpy Generator) and applies every method to its first b traces:
+pass@1, majority@b, the offline votes of `offline.offline_methods()`, and online DeepConf-low/-high with
+and without the consensus stop (`online.replay_online`, b >= N_init). Accuracy is averaged over runs and
+problems, with a bootstrap CI over problems; tokens are totals over the benchmark, averaged over runs.
+Live runs (`mode: live|both`) execute Algorithm 2 through the backend's stop hook and measure real tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from falcon_h1r_lib.config import ConfigError, DeepConfConfig, resolve_path
+from falcon_h1r_lib.deepconf.confidence import SCORE_NAMES, token_confidence, trace_scores
+from falcon_h1r_lib.deepconf.offline import (
+    NO_ANSWER,
+    AnswerBook,
+    OfflineMethod,
+    offline_methods,
+    offline_vote,
+    weighted_vote,
+)
+from falcon_h1r_lib.deepconf.online import OnlineSettings, OnlineTrace, replay_online, run_online_live
+
+PASS1, MAJORITY = "pass@1", "majority"
+TABLE7_COLUMNS = {"AIME24": "AIME24", "AIME25": "AIME25", "GPQA-Diamond": "GPQA-Diamond", "AMO-Bench": "AMO-Bench-39"}
+
+
+@dataclass
+class ProblemPool:
+    """One problem's pool, scored: per trace (P,) arrays in sample order, answer groups, verdicts."""
+
+    problem_id: str
+    n_tokens: np.ndarray  # (P,) generated tokens per trace
+    labels: np.ndarray  # (P,) answer group (offline.AnswerBook in pool order), NO_ANSWER = -1
+    correct: np.ndarray  # (P,) 1.0 / 0.0 / nan (no verdict) per trace
+    label_correct: dict[int, float]  # answer group -> verdict of its first trace; NO_ANSWER -> 0.0
+    scores: dict[str, np.ndarray]  # score name -> (P,)
+    online: list[OnlineTrace]  # the same traces for the online controller
+
+    def __len__(self) -> int:
+        return len(self.n_tokens)
+
+    def verdict(self, label: int) -> float:
+        return self.label_correct.get(int(label), 0.0)
+
+
+def score_pool(problem_id: str, traces: Sequence, answers: Sequence[str | None], correct: Sequence[bool | None],
+               domain: str, window: int, tail: int, bottom_percent: float = 10.0, topk: int = 20) -> ProblemPool:
+    """Score one problem's traces (generation.Trace, sample order) with their extracted answers and verdicts."""
+    if not len(traces) == len(answers) == len(correct):
+        raise ValueError(f"problem {problem_id!r}: {len(traces)} traces, {len(answers)} answers, {len(correct)} verdicts")
+    book = AnswerBook(domain)
+    labels = np.array([book.label(a) for a in answers], dtype=np.int64)
+    verdicts = np.array([np.nan if c is None else float(bool(c)) for c in correct])
+    confs = [token_confidence(t.topk_logprobs, topk) for t in traces]
+    per = [trace_scores(c, window, tail, bottom_percent) for c in confs]
+    label_correct: dict[int, float] = {NO_ANSWER: 0.0}
+    for lab, v in zip(labels.tolist(), verdicts.tolist(), strict=True):
+        label_correct.setdefault(lab, v)
+    return ProblemPool(
+        problem_id=problem_id, n_tokens=np.array([t.n_tokens for t in traces], dtype=np.int64), labels=labels,
+        correct=verdicts, label_correct=label_correct,
+        scores={s: np.array([p[s] for p in per]) for s in SCORE_NAMES},
+        online=[OnlineTrace.from_conf(c, window, lab, int(t.sample_index))
+                for c, lab, t in zip(confs, labels.tolist(), traces, strict=True)])
+
+
+def online_variants(cfg: DeepConfConfig) -> dict[str, OnlineSettings]:
+    """DeepConf-low/-high ([P] eta 10 / 90), budget-only and with the consensus stop."""
+    out = {}
+    for name, eta in (("low", cfg.keep_top_percent), ("high", cfg.keep_top_percent_high)):
+        for suffix, tau in (("", None), ("+consensus", cfg.consensus_tau)):
+            out[f"deepconf-{name}{suffix}"] = OnlineSettings(
+                budget=cfg.budget, n_init=cfg.n_init, keep_top_percent=eta, window=cfg.window,
+                consensus_tau=tau, wave=cfg.online_wave, topk=cfg.topk)
+    return out
+
+
+def scaling_curves(pools: Sequence[ProblemPool], cfg: DeepConfConfig, seed: int | None = None,
+                   methods: Sequence[OfflineMethod] | None = None) -> pd.DataFrame:
+    """Accuracy and tokens per (method, budget) over `cfg.runs` resampled runs of one model x benchmark.
+
+    Columns: method, family (baseline|offline|online), budget, accuracy, ci_low, ci_high, accuracy_run_std,
+    tokens (total over problems, run mean), tokens_run_std, no_verdict (problem-runs without a verdict).
+    """
+    from falcon_h1r_lib.evaluation import bootstrap_ci
+
+    if not pools:
+        raise ValueError("scaling_curves: no problem pools")
+    short = [p.problem_id for p in pools if len(p) < cfg.budget]
+    if short:
+        raise ConfigError(f"{cfg.STAGE}: pools of {short[:3]} hold fewer than budget={cfg.budget} traces")
+    if methods is None:  # plain majority is the baseline row already
+        methods = [m for m in offline_methods((cfg.keep_top_percent, cfg.keep_top_percent_high)) if m.score is not None]
+    variants = online_variants(cfg)
+    budgets = sorted(set(cfg.budgets))
+    online_budgets = [b for b in budgets if b >= cfg.n_init]
+    rng = np.random.default_rng(cfg.seed if seed is None else seed)
+    R, P = cfg.runs, len(pools)
+    acc: dict[tuple[str, int], np.ndarray] = {}
+    tok: dict[tuple[str, int], np.ndarray] = {}
+
+    def put(name, b, r, p, a, t):
+        if (name, b) not in acc:
+            acc[(name, b)] = np.full((R, P), np.nan)
+            tok[(name, b)] = np.zeros((R, P))
+        acc[(name, b)][r, p] = a
+        tok[(name, b)][r, p] = t
+
+    for r in range(R):
+        for p, pool in enumerate(pools):
+            ws = rng.permutation(len(pool))[:cfg.budget]  # this run's working set, in start order
+            put(PASS1, 1, r, p, np.nanmean(pool.correct[ws]) if np.isfinite(pool.correct[ws]).any() else np.nan,
+                pool.n_tokens[ws].mean())
+            for b in budgets:
+                sub = ws[:b]
+                labels, tokens = pool.labels[sub], float(pool.n_tokens[sub].sum())
+                put(MAJORITY, b, r, p, pool.verdict(weighted_vote(labels).label), tokens)
+                scores = {s: v[sub] for s, v in pool.scores.items()}
+                for m in methods:
+                    put(f"offline:{m.name}", b, r, p, pool.verdict(offline_vote(labels, scores, m).label), tokens)
+            if online_budgets:
+                order = [pool.online[i] for i in ws]
+                for name, settings in variants.items():
+                    for b, res in replay_online(order, settings, online_budgets).items():
+                        put(name, b, r, p, pool.verdict(res.label), res.tokens)
+    rows = []
+    for (name, b), a in acc.items():
+        per_problem = np.nanmean(np.where(np.isnan(a), np.nan, a), axis=0) if np.isfinite(a).any() else None
+        finite = per_problem[np.isfinite(per_problem)] if per_problem is not None else np.zeros(0)
+        lo, hi = bootstrap_ci(finite, cfg.bootstrap_resamples, cfg.ci_level, cfg.seed) if finite.size else (np.nan, np.nan)
+        run_acc = np.nanmean(a, axis=1)
+        totals = tok[(name, b)].sum(axis=1)
+        family = "online" if name.startswith("deepconf-") else "offline" if name.startswith("offline:") else "baseline"
+        rows.append({"method": name, "family": family, "budget": b, "accuracy": float(np.nanmean(finite)) if finite.size else np.nan,
+                     "ci_low": lo, "ci_high": hi, "accuracy_run_std": float(np.nanstd(run_acc)),
+                     "tokens": float(totals.mean()), "tokens_run_std": float(totals.std()),
+                     "no_verdict": int(np.isnan(a).sum())})
+    return pd.DataFrame(rows).sort_values(["family", "method", "budget"], kind="stable").reset_index(drop=True)
+
+
+def at_budget(curves: pd.DataFrame, method: str, budget: int) -> pd.Series:
+    rows = curves[(curves["method"] == method) & (curves["budget"] == budget)]
+    if rows.empty:
+        raise KeyError(f"no curve point for method {method!r} at budget {budget}")
+    return rows.iloc[0]
+
+
+def summary_at(curves: pd.DataFrame, budget: int, low: str = "deepconf-low") -> dict[str, float]:
+    """Majority@K vs DeepConf-low at K: accuracies, tokens, tokens saved (%), accuracy difference (points)."""
+    maj, dc = at_budget(curves, MAJORITY, budget), at_budget(curves, low, budget)
+    return {"budget": int(budget), "majority_accuracy": float(maj["accuracy"]), "majority_tokens": float(maj["tokens"]),
+            "deepconf_low_accuracy": float(dc["accuracy"]), "deepconf_low_tokens": float(dc["tokens"]),
+            "tokens_saved_percent": float(100.0 * (1.0 - dc["tokens"] / maj["tokens"])) if maj["tokens"] else np.nan,
+            "accuracy_difference_points": float(100.0 * (dc["accuracy"] - maj["accuracy"]))}
+
+
+def table7_frame(curves: Mapping[tuple[str, str], pd.DataFrame], budget: int, method: str = "deepconf-low",
+                 paper_model: str = "Falcon-H1R-7B") -> pd.DataFrame:
+    """Table 7 analog: per (model, benchmark) accuracy (%) / total tokens of `method` at K, majority@K
+    beside, and the paper's cell (Falcon-H1R-7B) where the benchmark is one of Table 7's columns."""
+    from falcon_h1r_lib.paper_results import paper_value
+
+    rows = []
+    for (model, bench), c in curves.items():
+        ours, maj = at_budget(c, method, budget), at_budget(c, MAJORITY, budget)
+        col = TABLE7_COLUMNS.get(bench)
+        rows.append({
+            "model": model, "benchmark": bench, "method": method, "budget": budget,
+            "accuracy_percent": 100 * ours["accuracy"], "tokens": ours["tokens"],
+            "majority_accuracy_percent": 100 * maj["accuracy"], "majority_tokens": maj["tokens"],
+            "paper_model": paper_model if col else None,
+            "paper_accuracy_percent": paper_value("table7_deepconf", paper_model, col, "accuracy") if col else np.nan,
+            "paper_tokens_millions": paper_value("table7_deepconf", paper_model, col, "tokens_millions") if col else np.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def figure1_frame(curves: Mapping[tuple[str, str], pd.DataFrame], budget: int) -> pd.DataFrame:
+    """Fig. 1 analog: pass@1, majority@K, offline DeepConf@K (lowest-group and tail, eta = 10) accuracy, and
+    online DeepConf-low/-high tokens vs majority@K (savings in %)."""
+    rows = []
+    for (model, bench), c in curves.items():
+        maj = at_budget(c, MAJORITY, budget)
+        for method in (PASS1, MAJORITY, "offline:lowest_group@10", "offline:tail@10", "deepconf-low", "deepconf-high",
+                       "deepconf-low+consensus", "deepconf-high+consensus"):
+            try:
+                pt = at_budget(c, method, 1 if method == PASS1 else budget)
+            except KeyError:
+                continue
+            rows.append({"model": model, "benchmark": bench, "method": method, "accuracy": pt["accuracy"],
+                         "ci_low": pt["ci_low"], "ci_high": pt["ci_high"], "tokens": pt["tokens"],
+                         "tokens_vs_majority_percent": 100.0 * (pt["tokens"] / maj["tokens"] - 1.0) if maj["tokens"] else np.nan})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Pools and live runs on a model (HF or vLLM)
+# --------------------------------------------------------------------------------------------
+
+
+def eval_config(cfg: DeepConfConfig):
+    """The evaluation stage's config for loading models and rendering prompts the same way."""
+    from falcon_h1r_lib.config import EvaluationConfig
+
+    return EvaluationConfig.from_dict({
+        "profile": cfg.profile, "seed": cfg.seed, "benchmarks": tuple(cfg.benchmarks), "backend": cfg.backend,
+        "model_revision": cfg.model_revision, "batch_size": cfg.batch_size, "device": cfg.device, "dtype": cfg.dtype,
+        "vllm": dict(cfg.vllm), "system_prompt": cfg.system_prompt, "eval_sources_file": cfg.eval_sources_file,
+        "allow_unpinned": cfg.allow_unpinned, "local_files": dict(cfg.local_files), "logprobs_topk": cfg.topk,
+    }, source=f"{cfg.STAGE} -> 05_evaluation")
+
+
+def make_backend(cfg: DeepConfConfig, model_path: str):
+    """(backend, tokenizer); with vLLM and `vllm_stop: logits_processor` the engine gets the EOS-forcing
+    processor and live runs go through `vllm_stop.VLLMLogitsStopBackend`."""
+    from falcon_h1r_lib.evaluation.pipeline import make_backend as eval_backend
+
+    ecfg = eval_config(cfg)
+    if cfg.backend == "vllm" and cfg.vllm_stop == "logits_processor":
+        from falcon_h1r_lib.deepconf.vllm_stop import VLLMLogitsStopBackend, vllm_engine_kwargs
+
+        kwargs = dict(cfg.vllm.get("engine_kwargs", {})) | vllm_engine_kwargs()
+        ecfg = dataclasses.replace(ecfg, vllm={**cfg.vllm, "engine_kwargs": kwargs})
+        backend, tok = eval_backend(ecfg, model_path)
+        return VLLMLogitsStopBackend(backend), tok
+    return eval_backend(ecfg, model_path)
+
+
+def _requests(cfg: DeepConfConfig, problems, tokenizer) -> list:
+    from falcon_h1r_lib.generation import chat_request
+    from falcon_h1r_lib.tokenizer import FALCON_SYSTEM_PROMPT
+
+    system = FALCON_SYSTEM_PROMPT if cfg.system_prompt is None else cfg.system_prompt
+    return [chat_request(str(p["id"]), p["prompt"], tokenizer, system) for p in problems]
+
+
+def _sampling(cfg: DeepConfConfig, bench, n: int):
+    return bench.sampling(seed=cfg.seed, logprobs_topk=cfg.topk, n=n, max_new_tokens=cfg.max_new_tokens,
+                          temperature=cfg.temperature, top_p=cfg.top_p)
+
+
+def load_problems(cfg: DeepConfConfig, bench) -> list[dict]:
+    local = cfg.local_files.get(bench.source) if bench.source else None
+    return bench.load_problems(cfg.max_problems, sources_file=cfg.eval_sources_file,
+                               allow_unpinned=cfg.allow_unpinned, local_files=local)
+
+
+def generate_pool(cfg: DeepConfConfig, bench, backend, tokenizer, model: str, path: Path) -> tuple[list, list, dict]:
+    """(problems, traces, info): `pool_size` complete traces per problem (no stopping), stored as Parquet
+    under `path` and reused when model, problems and sampling are unchanged (`reuse_pools`)."""
+    from falcon_h1r_lib.generation import read_traces, read_traces_metadata, write_traces
+
+    problems = load_problems(cfg, bench)
+    requests = _requests(cfg, problems, tokenizer)
+    sampling = _sampling(cfg, bench, cfg.pool_size)
+    key = hashlib.sha256(json.dumps({"model": model, "sampling": sampling.to_dict(), "prompts": [[r.problem_id, r.prompt] for r in requests]},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    if cfg.reuse_pools and path.exists() and read_traces_metadata(path).get("key") == key:
+        meta = read_traces_metadata(path)
+        return problems, read_traces(path), {"reused": True, "generate_seconds": meta.get("generate_seconds")}
+    start = time.perf_counter()
+    traces = getattr(backend, "backend", backend).generate(requests, sampling)
+    seconds = time.perf_counter() - start
+    write_traces(traces, path, metadata={"key": key, "model": model, "benchmark": bench.name, "sampling": sampling.to_dict(),
+                                         "generate_seconds": seconds, "config_hash": cfg.config_hash()})
+    return problems, traces, {"reused": False, "generate_seconds": seconds}
+
+
+def pools_from_traces(cfg: DeepConfConfig, problems: Sequence[Mapping], traces: Sequence) -> tuple[list[ProblemPool], dict]:
+    """Grade (shared verifiers) and score the traces of each problem; also time the confidence computation."""
+    from falcon_h1r_lib.evaluation import grade_all
+
+    grades = grade_all(problems, traces, max_workers=2)
+    by: dict[str, list[int]] = {}
+    for i, t in enumerate(traces):
+        by.setdefault(t.problem_id, []).append(i)
+    pools = []
+    start = time.perf_counter()
+    for p in problems:
+        idx = sorted(by.get(str(p["id"]), []), key=lambda i: traces[i].sample_index)
+        pools.append(score_pool(str(p["id"]), [traces[i] for i in idx],
+                                [None if pd.isna(a) else a for a in grades["answer"].iloc[idx]],
+                                [None if pd.isna(c) else bool(c) for c in grades["correct"].iloc[idx]],
+                                p["domain"], cfg.window, cfg.tail_tokens, cfg.bottom_percent, cfg.topk))
+    return pools, {"score_seconds": time.perf_counter() - start, "n_traces": len(traces),
+                   "n_tokens": int(sum(t.n_tokens for t in traces))}
+
+
+def live_run(cfg: DeepConfConfig, bench, backend, tokenizer) -> dict[str, Any]:
+    """Algorithm 2 live (DeepConf-low, consensus stop) on every problem: accuracy, real tokens, timings."""
+    from falcon_h1r_lib.rewards import verify
+
+    problems = load_problems(cfg, bench)
+    by_id = {str(p["id"]): p for p in problems}
+    books = {pid: AnswerBook(p["domain"]) for pid, p in by_id.items()}
+
+    def label_of(pid, trace):
+        from falcon_h1r_lib.rewards import extract_answer
+
+        return books[pid].label(extract_answer(trace.completion, by_id[pid]["domain"]) if trace.completion.strip() else None)
+
+    settings = online_variants(cfg)["deepconf-low+consensus"]
+    live = run_online_live(backend, _requests(cfg, problems, tokenizer), _sampling(cfg, bench, 1), settings, label_of)
+    correct = []
+    for pid, res in live.results.items():
+        if res.label == NO_ANSWER:
+            correct.append(0.0)
+            continue
+        first = next(t for t in live.traces[pid] if label_of(pid, t) == res.label)
+        v = verify(dict(by_id[pid]), first.completion)
+        correct.append(np.nan if v is None else float(v))
+    return {"accuracy": float(np.nanmean(correct)), "tokens": int(sum(r.tokens for r in live.results.values())),
+            "traces_started": int(sum(r.n_started for r in live.results.values())),
+            "traces_stopped": int(sum(r.n_stopped for r in live.results.values())),
+            "consensus_stops": int(sum(r.consensus_stop for r in live.results.values())),
+            "generate_seconds": live.generate_seconds, "hook_seconds": live.hook_seconds,
+            "confidence_share_of_generation": live.hook_seconds / live.generate_seconds if live.generate_seconds else None,
+            "discarded_tokens": live.discarded_tokens}
+
+
+def run(cfg: DeepConfConfig, models: Mapping[str, str] | None = None, backends: Mapping[str, tuple] | None = None,
+        out_dir: str | None = None) -> dict[str, Any]:
+    """The whole stage: pools (and/or live runs) per model x benchmark, curves, Table 7 / Fig. 1 frames,
+    CSVs and `metrics.json` under the run folder (or `out_dir`). `backends` ({label: (backend, tokenizer)})
+    reuses loaded models."""
+    from falcon_h1r_lib.evaluation import get_benchmark
+    from falcon_h1r_lib.metrics import Stopwatch, write_metrics
+
+    watch = Stopwatch()
+    models = dict(models or cfg.models)
+    out = resolve_path(out_dir) if out_dir is not None else cfg.run_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    curves: dict[tuple[str, str], pd.DataFrame] = {}
+    metrics: dict[str, Any] = {"models": {}}
+    for label, path in models.items():
+        backend, tokenizer = (backends or {}).get(label) or make_backend(cfg, str(path))
+        metrics["models"][label] = {}
+        for name in cfg.benchmarks:
+            bench = get_benchmark(name, cfg.profile)
+            entry: dict[str, Any] = {}
+            if cfg.mode in ("replay", "both"):
+                problems, traces, info = generate_pool(cfg, bench, backend, tokenizer, str(path),
+                                                       out / "pools" / label / f"{bench.name}.parquet")
+                pools, sinfo = pools_from_traces(cfg, problems, traces)
+                c = scaling_curves(pools, cfg)
+                c.to_csv(out / f"curves_{label}_{bench.name}.csv", index=False)
+                curves[(label, bench.name)] = c
+                gen_s = info.get("generate_seconds")
+                entry.update({"pool": {**info, **sinfo, "confidence_share_of_generation":
+                                       sinfo["score_seconds"] / gen_s if gen_s else None},
+                              "at_budget": summary_at(c, cfg.budget)})
+            if cfg.mode in ("live", "both"):
+                entry["live"] = live_run(cfg, bench, backend, tokenizer)
+            metrics["models"][label][bench.name] = entry
+    if curves:
+        t7 = table7_frame(curves, cfg.budget)
+        f1 = figure1_frame(curves, cfg.budget)
+        t7.to_csv(out / "table7_deepconf.csv", index=False)
+        f1.to_csv(out / "figure1_deepconf.csv", index=False)
+        metrics["table7"] = t7.to_dict(orient="records")
+    reads = sorted(str(p) for p in models.values())
+    if out_dir is None:
+        write_metrics(cfg, _jsonable(metrics), wall_time_s=watch.seconds(), reads=reads)
+    else:  # a folder of its own (tests, ad-hoc runs): never overwrite the stage's metrics.json
+        record = {"stage": cfg.STAGE, "profile": cfg.profile, "seed": cfg.seed, "config": cfg.to_dict(),
+                  "config_hash": cfg.config_hash(), "wall_time_s": round(watch.seconds(), 3), "reads": reads,
+                  "metrics": _jsonable(metrics)}
+        (out / "metrics.json").write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+    return {"metrics": metrics, "curves": curves, "out": str(out)}
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+__all__ = ["MAJORITY", "PASS1", "ProblemPool", "at_budget", "eval_config", "figure1_frame", "generate_pool",
+           "live_run", "make_backend", "online_variants", "pools_from_traces", "run", "scaling_curves", "score_pool",
+           "summary_at", "table7_frame"]
