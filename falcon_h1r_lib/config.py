@@ -313,10 +313,10 @@ class CurationConfig(StageConfig):
 
     STAGE: ClassVar[str] = "02_data_curation"
 
-    problems_per_domain: int = 300  # generated training pool per domain (tiny); paper Fig. 3: 3.11M SFT samples
+    problems_per_domain: dict[str, int] = field(default_factory=lambda: {"math": 2000, "code": 1000, "science": 400, "other": 400})  # generated pool per domain (tiny; code has ~400 distinct problems); paper Fig. 3: 3.11M SFT samples
     eval_problems_per_domain: int = 50  # held-out problems per domain (data.splits); paper: AIME24 has 30
-    rollouts_per_problem: int = 8  # k teacher rollouts per problem, also the pass-rate sample; paper: n in {4, 8, 12}
-    max_correct_per_problem: int = 4  # correct rollouts kept per problem; paper §2.2: 12 (best of 4/8/12)
+    rollouts_per_problem: int = 12  # k teacher rollouts per problem, also the pass-rate sample; paper §2.2: n = 12 best of {4, 8, 12}
+    max_correct_per_problem: int = 12  # correct rollouts kept per problem; paper §2.2: 12
     teacher_style: str = "concise"  # programmatic teacher's trace style (tiny); paper: one teacher beats several
     teacher_error_rate: float = 0.3  # chance a tiny-teacher rollout slips; paper: teachers unnamed (NOT FOUND)
     teacher_self_check_prob: float = 0.3  # chance a tiny-teacher rollout re-checks its result; paper: n/a
@@ -349,7 +349,10 @@ class CurationConfig(StageConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("problems_per_domain", "eval_problems_per_domain", "rollouts_per_problem",
+        bad_pool = {d: n for d, n in self.problems_per_domain.items() if d not in ("math", "code", "science", "other") or n < 0}
+        if bad_pool:
+            raise ConfigError(f"{self.STAGE}: key 'problems_per_domain': unknown domain or negative size {bad_pool}")
+        for name in ("eval_problems_per_domain", "rollouts_per_problem",
                      "max_correct_per_problem", "shingle_n", "minhash_num_perm", "lsh_bands", "decontam_ngram_n",
                      "tokenizer_vocab_size"):
             if getattr(self, name) <= 0:
@@ -440,6 +443,7 @@ class SFTStageConfig(StageConfig):
     check_base_config: bool = True  # full: the base config must match the 7B preset on Table 8's fields
     system_prompt: typing.Literal["tiny", "falcon"] = "tiny"  # system turn: TINY_SYSTEM_PROMPT or the Falcon one ([P] §3.4)
     model_width: int = 128  # tiny hybrid's one dial (hidden size); 7B: 3072
+    rope_theta: float = 10000.0  # tiny RoPE base: 1e4 resolves positions in 100-token chats; 7B preset: 1e11
     pretrain_docs_per_domain: dict[str, int] = field(default_factory=lambda: {"math": 6000, "code": 1500, "science": 600, "other": 600})  # tiny base corpus: problems with plain answers; paper: Falcon-H1 pretraining
     pretrain_block_size: int = 128  # tokens per pretraining sequence (documents packed, <|endoftext|>-separated)
     pretrain_max_steps: int = 240  # optimizer steps of tiny pretraining
@@ -468,14 +472,14 @@ class SFTStageConfig(StageConfig):
     save_steps: int = 25  # optimizer steps between checkpoints (resume points)
     save_total_limit: int = 2  # checkpoints kept
     eval_problems: dict[str, int] = field(default_factory=lambda: {"tiny-math": 48, "tiny-code": 16, "tiny-science": 16, "tiny-other": 16})  # base-vs-SFT evaluation: benchmark -> problems
-    eval_samples_per_problem: int = 4  # samples per problem, pass@1 averaged over them; paper Table 9: 16 for AIME
+    eval_samples_per_problem: int | None = 4  # pass@1 averaged over n samples (None = the benchmark's); paper Table 9: 16 for AIME
     eval_batch_size: int = 64  # sequences decoded together
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("model_width", "pretrain_block_size", "pretrain_max_steps", "pretrain_batch_size",
                      "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps",
-                     "save_steps", "save_total_limit", "eval_samples_per_problem", "eval_batch_size"):
+                     "save_steps", "save_total_limit", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{self.STAGE}: key {name!r} must be positive, got {getattr(self, name)}")
         for name in ("learning_rate", "pretrain_learning_rate", "num_train_epochs"):
@@ -489,6 +493,8 @@ class SFTStageConfig(StageConfig):
                      if k not in ("math", "code", "science", "other") or v < 0)
         if bad:
             raise ConfigError(f"{self.STAGE}: key 'pretrain_docs_per_domain': unknown domain or negative count {bad}")
+        if self.eval_samples_per_problem is not None and self.eval_samples_per_problem < 1:
+            raise ConfigError(f"{self.STAGE}: key 'eval_samples_per_problem' must be >= 1 or null")
         if any(v < 1 for v in self.eval_problems.values()):
             raise ConfigError(f"{self.STAGE}: key 'eval_problems': counts must be >= 1, got {self.eval_problems}")
 
@@ -551,7 +557,7 @@ class RLStageConfig(StageConfig):
     save_steps: int = 20  # optimizer steps between checkpoints (resume points)
     save_total_limit: int = 2  # checkpoints kept
     resume: bool = True  # continue from the last checkpoint under runs/<profile>/04_rl/checkpoints
-    num_threads: int = 0  # torch CPU threads (0 = leave torch's default)
+    num_threads: int = 1  # torch CPU threads (0 = torch's default); tiny: 1, as a 2-thread decode on a shared 2-core box runs ~10x slower
     eval_benchmarks: tuple[str, ...] = ("tiny-math",)  # SFT-vs-RL benchmarks (evaluation registry); paper: Table 3 columns
     eval_max_problems: int = 50  # problems per benchmark; paper: all
     eval_samples_per_problem: int = 4  # pass@1 averaged over n samples; paper Table 9: 16 for AIME

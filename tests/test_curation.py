@@ -292,9 +292,9 @@ def test_pipeline_on_a_small_tiny_pool():
     from falcon_h1r_lib.data.teacher import Teacher
 
     cfg = CurationConfig(
-        problems_per_domain=12, eval_problems_per_domain=10, rollouts_per_problem=4, max_correct_per_problem=2
+        problems_per_domain={"math": 12, "code": 12, "science": 12, "other": 12}, eval_problems_per_domain=10, rollouts_per_problem=4, max_correct_per_problem=2
     )
-    problems = [p for d in tasks.DOMAINS for p in splits.tiny_train_problems(d, cfg.problems_per_domain, 0)]
+    problems = [p for d in tasks.DOMAINS for p in splits.tiny_train_problems(d, cfg.problems_per_domain[d], 0)]
     bad = {**problems[0], "id": "broken"}
     del bad["answer"]
     teacher = Teacher(cfg.teacher_style, cfg.teacher_error_rate, cfg.teacher_self_check_prob, cfg.seed)

@@ -14,7 +14,7 @@ from falcon_h1r_lib.data import build, curation, manifests
 def small_cfg(tmp_path, monkeypatch):
     (tmp_path / "pyproject.toml").write_text("")
     monkeypatch.setenv("FALCON_H1R_ROOT", str(tmp_path))
-    return CurationConfig(problems_per_domain=24, eval_problems_per_domain=6, rollouts_per_problem=4,
+    return CurationConfig(problems_per_domain={"math": 24, "code": 24, "science": 24, "other": 24}, eval_problems_per_domain=6, rollouts_per_problem=4,
                           max_correct_per_problem=2, tokenizer_vocab_size=300)
 
 

@@ -32,7 +32,7 @@ def build_tiny_inputs(cfg: CurationConfig):
     """(problem pool, eval sets, teacher) of the tiny profile, all seeded from ``cfg.seed``."""
     from falcon_h1r_lib.data.teacher import Teacher
 
-    problems = [p for d in DOMAINS for p in splits.tiny_train_problems(d, cfg.problems_per_domain, cfg.seed)]
+    problems = [p for d in DOMAINS for p in splits.tiny_train_problems(d, cfg.problems_per_domain.get(d, 0), cfg.seed)]
     eval_sets = splits.tiny_eval_sets(cfg.eval_problems_per_domain)
     teacher = Teacher(
         cfg.teacher_style, error_rate=cfg.teacher_error_rate, self_check_prob=cfg.teacher_self_check_prob,

@@ -48,13 +48,15 @@ def verify(problem: dict, response: str, **code_limits) -> bool | None:
 def verify_batch(items, max_workers: int = 4) -> list[bool | None]:
     """``verify`` over many ``(problem, response)`` pairs, in order.
 
-    Identical pairs are verified once, and code pairs (one sandbox process each) run on a thread pool;
+    Identical pairs (for code: the same extracted program) are verified once, and code runs on a thread pool;
     the other domains stay in the calling thread, where math-verify's signal-based timeouts work.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     items = list(items)
-    key_of = [(p.get("id"), p.get("domain"), r) for p, r in items]
+    # a code verdict depends only on the extracted program, so rollouts sharing one are run once
+    key_of = [(p.get("id"), "code", extract_code(r)) if p.get("domain") == "code" else (p.get("id"), p.get("domain"), r)
+              for p, r in items]
     first: dict = {}
     for i, key in enumerate(key_of):
         first.setdefault(key, i)
