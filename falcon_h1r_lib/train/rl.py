@@ -1,0 +1,433 @@
+"""RL stage ([P] §3, Table 2): GRPO-style RLVR from the SFT checkpoint on TRL's ``GRPOTrainer``.
+
+``run(cfg)`` in process, ``python -m falcon_h1r_lib.train.rl --config FILE`` under ``accelerate launch``.
+
+Objective ([P] §3.2, Table 2), set through ``GRPOConfig``:
+    A_i = (R_i - mean(R_1..G)) / std(R_1..G)        group-normalised advantage (scale_rewards="group")
+    r_t = pi_theta(o_t) / pi_old(o_t),  L = -sum_t min(r_t A, clip(r_t, 1 - eps-, 1 + eps+) A) / N
+with clip-higher (eps-, eps+) = (0.2, 0.28), beta = 0 (no KL, so no reference model is even loaded),
+entropy coefficient 0, plus ``aux_ce_coef`` x the SFT loss on positive samples and backfilling of
+zero-advantage groups (``rl_trainer``; TRL has neither).
+
+Loss aggregation (N above): the paper prints GRPO's per-sample 1/|o_i| mean but does not say what its
+verl framework aggregates. We use ``loss_type="dapo"``: every generated token of the global batch weighs
+the same (N = all completion tokens of the batch). Reasons: clip-higher comes from DAPO, whose token-level
+sum is the companion fix (a per-sample mean lets long wrong answers cost less per token, a length bias
+that matters at 48K-token rollouts); it is TRL's default; ``loss_type: grpo`` gives the printed form.
+
+Truncated importance sampling ([P] §3.1, cap 2, Yao et al. 2025): vLLM samples with its own kernels, so
+its pi_sampler differs from the trainer's pi_old; each token's policy-gradient term is reweighted by
+min(pi_old / pi_sampler, 2) (TRL ``vllm_importance_sampling_mode="token_truncate"``, ``clip_max=2``). TRL
+applies it only with ``use_vllm``; the transformers path (tiny) samples with the very model and kernels it
+trains, so pi_sampler = pi_old and there is no mismatch to correct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from falcon_h1r_lib.config import RLStageConfig, load_config, resolve_path
+from falcon_h1r_lib.train import rl_data
+from falcon_h1r_lib.train.rl_backfill import BackfillStats, generation_calls_saved
+
+FINAL_DIR = "rl"  # runs/<profile>/04_rl/rl: the trained policy + tokenizer
+CHECKPOINTS = "checkpoints"
+TRAIN_LOG = "train_log.jsonl"  # one JSON line per logging step (TRL's metrics)
+CURVE_KEYS = {  # Fig. 6 analogs and the recipe's own counters: our name -> TRL / subclass log key
+    "reward": "reward", "reward_std": "reward_std", "accuracy": "rewards/accuracy",
+    "format_ok": "rewards/format_ok_frac", "no_verdict": "rewards/no_verdict_frac",
+    "response_length": "completions/mean_length", "truncated": "completions/clipped_ratio",
+    "entropy": "entropy", "clip_fraction": "clip_ratio/region_mean", "clip_high": "clip_ratio/high_mean",
+    "clip_low": "clip_ratio/low_mean", "zero_std_fraction": "frac_reward_zero_std", "loss": "loss",
+    "grad_norm": "grad_norm", "learning_rate": "learning_rate", "aux_ce_nll": "aux_ce/mean_token_nll",
+    "positive_frac": "aux_ce/positive_frac", "backfill_rounds": "backfill/rounds",
+    "from_cache": "backfill/from_cache", "unfilled": "backfill/unfilled", "step_time": "step_time",
+}
+
+
+def system_prompt(cfg: RLStageConfig) -> str:
+    """The system turn, identical to SFT's and evaluation's for the profile."""
+    from falcon_h1r_lib.tokenizer import FALCON_SYSTEM_PROMPT, TINY_SYSTEM_PROMPT
+
+    return TINY_SYSTEM_PROMPT if cfg.system_prompt == "tiny" else FALCON_SYSTEM_PROMPT
+
+
+def per_device_batch(cfg: RLStageConfig, world_size: int) -> int:
+    """Completions per rank and micro-step: prompts_per_step x G over ranks x accumulation.
+
+    Each rank generates (and backfills) per_device x accumulation completions per step, which must be whole
+    groups of G (TRL's sampler keeps a prompt's G copies contiguous); micro-steps may split groups."""
+    total = cfg.prompts_per_step * cfg.num_generations
+    denom = world_size * cfg.gradient_accumulation_steps
+    if total % denom or (total // world_size) % cfg.num_generations:
+        raise ValueError(f"{cfg.STAGE}: prompts_per_step x num_generations = {total} completions must split over "
+                         f"{world_size} ranks into whole groups of {cfg.num_generations}, and over "
+                         f"{cfg.gradient_accumulation_steps} accumulation steps into equal micro-batches")
+    return total // denom
+
+
+def grpo_config(cfg: RLStageConfig, output_dir: str | os.PathLike, world_size: int = 1):
+    """TRL ``GRPOConfig`` carrying the paper's recipe (Table 2) at the profile's scale."""
+    import torch
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=str(output_dir),
+        seed=cfg.seed,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=per_device_batch(cfg, world_size),
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        epsilon=cfg.epsilon,
+        epsilon_high=cfg.epsilon_high,
+        beta=cfg.beta,
+        entropy_coef=cfg.entropy_coef,
+        loss_type=cfg.loss_type,
+        scale_rewards=cfg.scale_rewards,
+        mask_truncated_completions=cfg.mask_truncated_completions,
+        use_vllm=cfg.use_vllm,
+        vllm_mode=cfg.vllm_mode,
+        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+        vllm_tensor_parallel_size=cfg.vllm_tensor_parallel_size,
+        vllm_server_host=cfg.vllm_server_host,
+        vllm_server_port=cfg.vllm_server_port,
+        vllm_importance_sampling_correction=cfg.use_vllm,  # TIS: only meaningful with a separate sampler
+        vllm_importance_sampling_mode=cfg.tis_mode,
+        vllm_importance_sampling_clip_max=cfg.tis_cap,
+        bf16=cfg.bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        use_cpu=not torch.cuda.is_available(),
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to=[],
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+    )
+
+
+def load_policy(cfg: RLStageConfig):
+    """(model, tokenizer) of the SFT checkpoint; FalconH1 on CPU runs on our chunked scan."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from falcon_h1r_lib.tokenizer import load_falcon_tokenizer
+
+    path = resolve_path(cfg.sft_model_path)
+    if not path.exists():
+        raise FileNotFoundError(f"{cfg.STAGE}: key 'sft_model_path': no SFT checkpoint at {path} (run notebook 03)")
+    if not torch.cuda.is_available():
+        from falcon_h1r_lib.kernels import patch_falcon_h1
+
+        patch_falcon_h1()
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.bfloat16 if cfg.bf16 else torch.float32)
+    tokenizer = load_falcon_tokenizer(str(path))
+    if tokenizer.padding_side != "left":
+        raise ValueError(f"{path}: tokenizer pads on the {tokenizer.padding_side}; GRPO needs left padding")
+    return model, tokenizer
+
+
+def filter_backend(cfg: RLStageConfig, model=None, tokenizer=None):
+    """(backend, tokenizer) sampling the SFT model for the filter: vLLM on clusters, else transformers."""
+    if cfg.use_vllm:
+        from falcon_h1r_lib.generation import VLLMBackend, VLLMConfig
+        from falcon_h1r_lib.tokenizer import load_falcon_tokenizer
+
+        path = str(resolve_path(cfg.sft_model_path))
+        vcfg = VLLMConfig(model=path, tensor_parallel_size=cfg.vllm_tensor_parallel_size, seed=cfg.seed,
+                          dtype="bfloat16" if cfg.bf16 else "float32")
+        return VLLMBackend(vcfg, progress=True), load_falcon_tokenizer(path)
+    from falcon_h1r_lib.generation import HFBackend
+
+    if model is None:
+        model, tokenizer = load_policy(cfg)
+    return HFBackend(model.eval(), tokenizer, batch_size=256, progress=True), tokenizer
+
+
+def _filter_cached(out: Path, key: str) -> bool:
+    key_file = out / (rl_data.FILTER_FILE + ".key")
+    return (out / rl_data.FILTER_FILE).exists() and key_file.exists() and key_file.read_text().strip() == key
+
+
+def prepare_data(cfg: RLStageConfig, out: Path, model=None, tokenizer=None) -> tuple[list[dict], dict[str, Any]]:
+    """Pool -> Fig. 9 filter (k SFT rollouts, cached on disk by ``filter_key``) -> training rows + report.
+
+    Several ranks never sample the filter each on their own: under ``accelerate launch`` with more than one
+    process the filter file must exist (run ``--filter-only`` once, single process, first)."""
+    import pandas as pd
+
+    from falcon_h1r_lib.data import build
+
+    cfg02 = load_config("02_data_curation", cfg.profile)
+    build.run(cfg02)  # (re)creates notebook 02's outputs when missing; a no-op otherwise
+    pool, funnel = rl_data.build_pool(cfg, cfg02, build.load_output(cfg02, "rl_problems"),
+                                      build.load_output(cfg02, "sft"))
+    key = rl_data.filter_key(cfg, pool, rl_data.model_fingerprint(resolve_path(cfg.sft_model_path)))
+    path = out / rl_data.FILTER_FILE
+    cached = _filter_cached(out, key)
+    if cached:
+        outcomes = rl_data.table_outcomes(pd.read_parquet(path))
+    else:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise RuntimeError(f"{path}: no filter results for this SFT model and pool; run "
+                               "`python -m falcon_h1r_lib.train.rl --config FILE --filter-only` once first")
+        backend, tok = filter_backend(cfg, model, tokenizer)
+        outcomes = rl_data.rollout_outcomes(pool, backend, tok, system_prompt(cfg), cfg)
+        rl_data.outcomes_table(pool, outcomes).to_parquet(path, index=False)
+        (out / (rl_data.FILTER_FILE + ".key")).write_text(key + "\n")
+    kept, filter_report = rl_data.apply_filter(pool, outcomes, cfg)
+    if not kept:
+        raise RuntimeError(f"{cfg.STAGE}: the Fig. 9 filter kept no problem of {len(pool)}; nothing to learn from")
+    k = cfg.filter_rollouts
+    all_rates = [{"sft_pass_rate": sum(o["outcomes"]) / len(o["outcomes"])} for o in outcomes.values()]
+    report = {
+        "funnel": funnel + [{"step": "rl_filter", "in": filter_report["n_in"], "out": filter_report["n_out"],
+                             "dropped": filter_report["n_in"] - filter_report["n_out"],
+                             **{f"drop:{r}": n for r, n in filter_report["dropped_by_reason"].items()}}],
+        "kept_by_reason": filter_report["details"].get("kept_by_reason", {}),
+        "pass_rate_histogram_before": rl_data.pass_rate_histogram(all_rates, k),
+        "pass_rate_histogram_after": rl_data.pass_rate_histogram(kept, k),
+        "sft_pass_rate_pool": sum(r["sft_pass_rate"] for r in all_rates) / len(all_rates),
+        "no_verdict_rollouts": int(sum(o.get("no_verdict", 0) for o in outcomes.values())),
+        "kept_by_difficulty": {str(d): sum(r.get("difficulty") == d for r in kept)
+                               for d in sorted({r.get("difficulty") for r in kept})},
+        "filter_reused": bool(cached),
+        "n_train": len(kept),
+    }
+    return rl_data.to_training_rows(kept, system_prompt(cfg)), report
+
+
+def curves(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
+    """Per logged step: the Fig. 6 quantities (reward, response length, entropy, clip fraction, ...)."""
+    out = []
+    for rec in log_history:
+        if "reward" not in rec:
+            continue
+        row = {"step": int(rec["step"])}
+        row.update({name: float(rec[key]) for name, key in CURVE_KEYS.items() if rec.get(key) is not None})
+        out.append(row)
+    return out
+
+
+def _rel(path: Path) -> str:
+    from falcon_h1r_lib.config import repo_root
+
+    return str(path.relative_to(repo_root())) if path.is_relative_to(repo_root()) else str(path)
+
+
+def _jsonl_callback(path: Path):
+    from transformers import TrainerCallback
+
+    class JsonlLog(TrainerCallback):
+        """Append every log record (TRL's averaged metrics) to ``train_log.jsonl`` as it is produced."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs is not None and state.is_world_process_zero:
+                with open(path, "a") as fh:
+                    fh.write(json.dumps({"step": state.global_step, **logs}, default=float) + "\n")
+
+    return JsonlLog()
+
+
+# Fields that do not change what a step computes: a checkpoint stays resumable when only these differ.
+_RESUME_NEUTRAL = ("max_steps", "save_steps", "save_total_limit", "logging_steps", "resume", "num_threads",
+                   "eval_benchmarks", "eval_max_problems", "eval_samples_per_problem")
+
+
+def run_fingerprint(cfg: RLStageConfig) -> str:
+    """SFT weights + every training-relevant field: checkpoints and results are reused only when it matches."""
+    import hashlib
+
+    fields = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_NEUTRAL}
+    blob = json.dumps({"sft": rl_data.model_fingerprint(resolve_path(cfg.sft_model_path)), "cfg": fields},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _done(cfg: RLStageConfig, out: Path, fingerprint: str) -> dict[str, Any] | None:
+    from falcon_h1r_lib.metrics import read_metrics
+
+    if not (out / FINAL_DIR / "config.json").exists() or not (out / "metrics.json").exists():
+        return None
+    record = read_metrics(cfg.STAGE, cfg.profile)
+    same = record.get("config_hash") == cfg.config_hash() and record["metrics"].get("fingerprint") == fingerprint
+    return record if same else None
+
+
+def _checkpoints(out: Path, fingerprint: str) -> Path:
+    """The checkpoint folder, emptied when it holds another run's checkpoints (other SFT model or recipe)."""
+    import shutil
+
+    ckpt_dir = out / CHECKPOINTS
+    stamp = ckpt_dir / "FINGERPRINT"
+    if ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint + "\n")
+    return ckpt_dir
+
+
+def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
+    """Filter the RL data, train, save ``rl/`` and ``metrics.json``; skipped when done with this config."""
+    import torch
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from falcon_h1r_lib.metrics import Stopwatch, write_metrics
+    from falcon_h1r_lib.train.rl_rewards import RLVRReward
+    from falcon_h1r_lib.train.rl_trainer import FalconGRPOTrainer
+
+    out = cfg.run_dir()
+    fingerprint = run_fingerprint(cfg)
+    if not force and (record := _done(cfg, out, fingerprint)) is not None:
+        return record["metrics"]
+    clock = Stopwatch()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    if cfg.use_vllm:  # the filter's vLLM engine is released before the trainer builds its own
+        rows, data_report = prepare_data(cfg, out)
+        model, tokenizer = load_policy(cfg)
+    else:
+        model, tokenizer = load_policy(cfg)
+        rows, data_report = prepare_data(cfg, out, model, tokenizer)
+    from datasets import Dataset
+
+    ckpt_dir = _checkpoints(out, fingerprint) if int(os.environ.get("RANK", "0")) == 0 else out / CHECKPOINTS
+    args = grpo_config(cfg, ckpt_dir, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    reward = RLVRReward(format_weight=cfg.format_weight)
+    trainer = FalconGRPOTrainer(
+        model=model, reward_funcs=[reward], args=args, train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer, callbacks=[_jsonl_callback(out / TRAIN_LOG)],
+        aux_ce_coef=cfg.aux_ce_coef, backfill=cfg.backfill, cache_size=cfg.cache_size,
+        cache_max_age=cfg.cache_max_age, max_rounds=cfg.max_rounds,
+    )
+    resume = get_last_checkpoint(str(ckpt_dir)) if cfg.resume and ckpt_dir.exists() else None
+    if resume is None and (out / TRAIN_LOG).exists():
+        (out / TRAIN_LOG).unlink()  # a fresh run starts a fresh log
+    trainer.train(resume_from_checkpoint=resume)
+    final = out / FINAL_DIR
+    trainer.save_model(str(final))  # gathers FSDP shards; safetensors
+    tokenizer.save_pretrained(str(final))
+    (final / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config lives in metrics.json
+    stats: BackfillStats = trainer.backfill_stats
+    metrics = {
+        "fingerprint": fingerprint,
+        "data": data_report,
+        "curves": curves(trainer.state.log_history),
+        "backfill": {**stats.to_dict(),
+                     **(generation_calls_saved(stats, cfg.prompts_per_step, cfg.max_rounds) if cfg.backfill else {})},
+        "reward_totals": dict(reward.totals),
+        "resumed_from": str(Path(resume).name) if resume else None,
+        "global_steps": int(trainer.state.global_step),
+        "train_wall_s": float(sum(r.get("train_runtime", 0.0) for r in trainer.state.log_history)),
+        "model_dir": _rel(final),
+    }
+    metrics["backfill"].pop("round_yields", None)  # long list; kept in the checkpoints' backfill_state.json
+    write_metrics(cfg, metrics, wall_time_s=clock.seconds(), reads=[cfg.sft_model_path])
+    return json.loads((out / "metrics.json").read_text())["metrics"]
+
+
+def accuracy_from_evaluation(eval_record: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+    """``{"sft_accuracy": {domain: {"pass_at_1", "ci"}}, "rl_accuracy": ...}`` from an evaluation record
+    (``evaluation.run``) whose models are labelled ``labels`` ({"sft": label, "rl": label})."""
+    out: dict[str, Any] = {}
+    for name, label in labels.items():
+        try:
+            benches = eval_record["metrics"]["models"][label]["benchmarks"]
+        except KeyError as err:
+            raise KeyError(f"evaluation record has no model labelled {label!r}") from err
+        out[f"{name}_accuracy"] = {b["domain"]: {"benchmark": bname, "pass_at_1": b["pass_at_1"],
+                                                 "ci": b["pass_at_1_ci"], "n_problems": b["n_problems"],
+                                                 "samples_per_problem": b["samples_per_problem"]}
+                                   for bname, b in benches.items()}
+    return out
+
+
+def record_accuracy(cfg: RLStageConfig, accuracy: Mapping[str, Any]) -> dict[str, Any]:
+    """Add SFT-vs-RL accuracies to ``runs/<profile>/04_rl/metrics.json`` (written by ``run``)."""
+    from falcon_h1r_lib.metrics import read_metrics, write_metrics
+
+    record = read_metrics(cfg.STAGE, cfg.profile)
+    if record.get("config_hash") != cfg.config_hash():
+        raise ValueError(f"{cfg.STAGE}: metrics.json was written by another config ({record.get('config_hash')}); "
+                         "run the stage first")
+    metrics = {**record["metrics"], **accuracy}
+    write_metrics(cfg, metrics, wall_time_s=record["wall_time_s"], reads=record.get("reads", []))
+    return metrics
+
+
+# [P] Table 2 row -> our config field (paper_results.yaml names the rows)
+TABLE2_FIELDS = {
+    "clip_ratio_low": "epsilon", "clip_ratio_high": "epsilon_high", "group_size": "num_generations",
+    "temperature": "temperature", "max_response_length": "max_completion_length", "batch_size": "prompts_per_step",
+    "ppo_mini_batch_size": "prompts_per_step", "learning_rate": "learning_rate", "lr_warmup_steps": "warmup_steps",
+    "entropy_coefficient": "entropy_coef", "kl_coefficient": "beta", "tis_max_cap": "tis_cap",
+}
+
+
+def recipe_table(cfg: RLStageConfig, full: RLStageConfig | None = None):
+    """[P] Table 2 beside this run's values (and the full profile's), plus the settings the paper leaves open."""
+    import pandas as pd
+
+    from falcon_h1r_lib.paper_results import paper_table
+
+    full = full or load_config(cfg.STAGE, "full")
+    paper = paper_table("table2_rl_hyperparameters")
+    rows = []
+    for name, fld in TABLE2_FIELDS.items():
+        value = getattr(cfg, fld)
+        if name == "tis_max_cap" and not cfg.use_vllm:
+            value = f"{value} (inactive: no vLLM)"
+        rows.append({"parameter": name, "paper": paper.loc[name, "value"], cfg.profile: value,
+                     "full": getattr(full, fld), "field": fld})
+    for fld, paper_says in (("loss_type", "not stated"), ("aux_ce_coef", "not stated"),
+                            ("format_weight", "not stated"), ("cache_size", "fixed size, not stated"),
+                            ("max_steps", "not stated"), ("domains", "math (final run)")):
+        rows.append({"parameter": fld, "paper": paper_says, cfg.profile: getattr(cfg, fld),
+                     "full": getattr(full, fld), "field": fld})
+    return pd.DataFrame(rows).set_index("parameter")
+
+
+def evaluation_config(cfg: RLStageConfig):
+    """The EvaluationConfig that compares SFT and RL on ``cfg.eval_benchmarks`` with the stage's system turn."""
+    from falcon_h1r_lib.config import EvaluationConfig
+
+    return EvaluationConfig(profile=cfg.profile, seed=cfg.seed, benchmarks=tuple(cfg.eval_benchmarks),
+                            max_problems=cfg.eval_max_problems, samples_per_problem=cfg.eval_samples_per_problem,
+                            system_prompt=system_prompt(cfg), device="cpu" if cfg.profile == "tiny" else "cuda",
+                            backend="hf" if cfg.profile == "tiny" else "vllm",
+                            dtype="float32" if not cfg.bf16 else "bfloat16")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="YAML of RLStageConfig fields (profiles/*/04_rl.yaml)")
+    parser.add_argument("--force", action="store_true", help="re-run even when metrics.json matches the config")
+    parser.add_argument("--filter-only", action="store_true",
+                        help="only sample the SFT model for the Fig. 9 filter (one process), then exit")
+    a = parser.parse_args(argv)
+    cfg = RLStageConfig.from_yaml(a.config)
+    if a.filter_only:
+        _, report = prepare_data(cfg, cfg.run_dir())
+        print(json.dumps({k: report[k] for k in ("funnel", "pass_rate_histogram_after", "n_train")}, indent=2))
+        return 0
+    metrics = run(cfg, force=a.force)
+    print(json.dumps({k: metrics[k] for k in ("global_steps", "backfill") if k in metrics}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,333 @@
+"""RL stage: reward (None handling), the aux CE on positive samples only, backfilling with a bounded cache,
+clip-higher bounds as configured, and a short GRPO run of the subclass on a tiny random hybrid (CPU)."""
+
+import json
+import math
+import random
+
+import pytest
+import torch
+from datasets import Dataset
+
+from falcon_h1r_lib.config import ConfigError, RLStageConfig, load_config
+from falcon_h1r_lib.models import build_model, falcon_h1_config
+from falcon_h1r_lib.tokenizer import TINY_SYSTEM_PROMPT, build_tokenizer
+from falcon_h1r_lib.train import rl, rl_data
+from falcon_h1r_lib.train.rl_backfill import (
+    BackfillStats,
+    GroupCache,
+    PromptStream,
+    generation_calls_saved,
+    group_has_signal,
+    merge_groups,
+    rounds_without_cache,
+    split_groups,
+)
+from falcon_h1r_lib.train.rl_rewards import RLVRReward, combine, completion_text
+from falcon_h1r_lib.train.rl_trainer import FalconGRPOTrainer, positive_ce_loss
+
+GOOD = "<think>\n2+2=4\n</think>\n\n\\boxed{4}"
+WRONG = "<think>\n2+2=5\n</think>\n\n\\boxed{5}"
+MALFORMED_RIGHT = "\\boxed{4}"
+MATH = {"id": "m1", "domain": "math", "prompt": "2+2=?", "answer": "4"}
+NO_GOLD = {"id": "m2", "domain": "math", "prompt": "?", "answer": ""}  # unreadable gold -> no verdict
+
+
+# ------------------------------------------------------------------------------------------ reward
+
+
+def test_reward_values_and_none_is_kept_as_none():
+    reward = RLVRReward(format_weight=0.5)
+    logged = {}
+    texts = [GOOD, WRONG, MALFORMED_RIGHT, GOOD]
+    problems = [json.dumps(p) for p in (MATH, MATH, MATH, NO_GOLD)]
+    out = reward(prompts=["p"] * 4, completions=[[{"role": "assistant", "content": t}] for t in texts],
+                 problem=problems, log_metric=lambda k, v: logged.__setitem__(k, v))
+    assert out == [1.0, 0.0, 0.5, None]  # None stays None: TRL gives it zero advantage, out of the baseline
+    assert reward.last_positive == [True, False, False, False]  # malformed or undecided is never positive
+    assert reward.totals == {"samples": 4, "correct": 2, "malformed": 1, "no_verdict": 1}
+    assert logged["rewards/no_verdict_frac"] == 0.25 and logged["rewards/accuracy"] == 0.5
+
+
+def test_combine_and_completion_text_edges():
+    assert combine(None, True, 1.0) is None and combine(None, False, 1.0) is None
+    assert combine(False, False, 1.0) == -1.0 and combine(True, True, 1.0) == 1.0
+    assert completion_text("plain") == "plain"
+    with pytest.raises(TypeError):
+        completion_text([{"role": "assistant"}])
+    with pytest.raises(KeyError, match="problem"):
+        RLVRReward()(prompts=["p"], completions=["x"])
+
+
+# ------------------------------------------------------------------------------------------ aux CE
+
+
+def test_positive_ce_loss_has_zero_gradient_on_negative_rows():
+    logps = torch.randn(4, 6, requires_grad=True)  # (B, T)
+    mask = torch.ones(4, 6)
+    mask[1, 4:] = 0
+    positive = torch.tensor([True, False, True, False])
+    loss = positive_ce_loss(logps, mask, positive, normalizer=mask[positive].sum())
+    loss.backward()
+    assert torch.all(logps.grad[~positive] == 0)
+    assert torch.all(logps.grad[positive] == -1 / mask[positive].sum())
+    assert torch.isclose(loss, -(logps[positive]).sum() / 12)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer(vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    torch.set_num_threads(1)
+    return build_model(falcon_h1_config("tiny", width=32, vocab_size=len(tok)), seed=0)
+
+
+def test_aux_loss_through_the_model_leaves_incorrect_samples_untouched(model):
+    """Gradient of the aux term w.r.t. the input embeddings of incorrect samples is exactly zero."""
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, model.config.vocab_size, (4, 12), generator=gen)  # (B, P+C)
+    embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    logits = model(inputs_embeds=embeds).logits[:, -7:-1]  # (B, C=6, V) predicting the completion
+    logps = torch.log_softmax(logits, -1).gather(-1, ids[:, -6:].unsqueeze(-1)).squeeze(-1)  # (B, C)
+    positive = torch.tensor([False, True, False, True])
+    positive_ce_loss(logps, torch.ones_like(logps), positive, 12.0).backward()
+    assert torch.all(embeds.grad[~positive] == 0)
+    assert torch.all(embeds.grad[positive].abs().sum(dim=(1, 2)) > 0)
+
+
+# ------------------------------------------------------------------------------------------ backfill parts
+
+
+def _scored(n_groups, g, adv_groups, width_p=3, width_c=4, pad=0, start=0):
+    """A synthetic scored batch: ``adv_groups[i]`` is group i's advantage (0 = zero-advantage group)."""
+    rows = n_groups * g
+    ids = torch.arange(start, start + rows).unsqueeze(1)  # row identity rides in the ids
+    return {
+        "prompt_ids": ids.repeat(1, width_p), "prompt_mask": torch.ones(rows, width_p, dtype=torch.long),
+        "completion_ids": ids.repeat(1, width_c), "completion_mask": torch.ones(rows, width_c, dtype=torch.long),
+        "advantages": torch.tensor([a * (1 if j % 2 else -1) for a in adv_groups for j in range(g)], dtype=torch.float),
+        "positive": torch.tensor([a != 0 and j % 2 == 1 for a in adv_groups for j in range(g)]),
+        "num_items_in_batch": torch.tensor(rows * width_c),
+    }
+
+
+def test_split_merge_repads_groups_of_different_widths():
+    a = _scored(2, 2, [1, 0], width_p=2, width_c=3)
+    b = _scored(1, 2, [1], width_p=4, width_c=1, start=100)
+    groups = split_groups(a, 2) + split_groups(b, 2)
+    merged = merge_groups([groups[0], groups[2]], pad_token_id=-1)
+    assert merged["prompt_ids"].shape == (4, 4) and merged["completion_ids"].shape == (4, 3)
+    assert merged["prompt_ids"][0].tolist() == [-1, -1, 0, 0]  # left-padded prompt
+    assert merged["completion_ids"][2].tolist() == [100, -1, -1]  # right-padded completion
+    assert merged["completion_mask"][2].tolist() == [1, 0, 0] and merged["prompt_mask"][0].tolist() == [0, 0, 1, 1]
+    assert group_has_signal(merged["advantages"], 2).all()
+    with pytest.raises(ValueError, match="pixel_values"):
+        split_groups({**a, "pixel_values": torch.zeros(4, 1)}, 2)
+
+
+def test_group_cache_is_bounded_and_expires():
+    cache = GroupCache(capacity=3, max_age=2)
+    for i in range(5):
+        cache.put({"i": i}, step=i)
+    assert len(cache) == 3 and cache.evicted == 2
+    assert [g["i"] for g in cache.take(2, step=5)] == [3, 4]  # group 2 (age 3) expired first
+    assert cache.expired == 1 and len(cache) == 0
+
+
+def test_prompt_stream_is_seeded_and_resumable():
+    rows = [{"id": i} for i in range(5)]
+    a = PromptStream(rows, seed=1).take(12)
+    b = PromptStream(rows, seed=1, start=7).take(5)
+    assert a[7:] == b and sorted(r["id"] for r in a[:5]) == list(range(5))
+
+
+def test_rounds_without_cache_replay():
+    # need 4 valid groups per step; yields per round 3,3,3,3: no cache -> 2 rounds per step, 2 wasted each
+    assert rounds_without_cache([3, 3, 3, 3], 4, max_rounds=4) == (2, 4)
+    stats = BackfillStats(steps=3, rounds=4, round_yields=[3, 3, 3, 3])  # a cache would need 4 rounds for 3 steps
+    saved = generation_calls_saved(stats, 4, 4)
+    assert saved["rounds_per_step_without_cache"] == 2.0 and math.isclose(saved["calls_saved_fraction"], 1 - (4 / 3) / 2)
+
+
+# ------------------------------------------------------------------------------------------ trainer
+
+
+def _rows(n):
+    return [{"prompt": [{"role": "system", "content": TINY_SYSTEM_PROMPT}, {"role": "user", "content": f"{i}+1=?"}],
+             "problem": json.dumps({"id": f"p{i}", "domain": "math", "prompt": f"{i}+1=?", "answer": str(i + 1)})}
+            for i in range(n)]
+
+
+class ToyReward:
+    """Rewards completions of even character length: a coin flip for a random model, so groups have signal."""
+
+    __name__ = "toy"
+
+    def __init__(self):
+        self.last_positive = []
+
+    def __call__(self, prompts, completions, **kw):
+        texts = [completion_text(c) for c in completions]
+        self.last_positive = [len(t) % 2 == 0 for t in texts]
+        return [float(p) for p in self.last_positive]
+
+
+def _trainer(model, tok, tmp_path, **kw):
+    cfg = RLStageConfig(prompts_per_step=2, num_generations=4, max_completion_length=8, max_steps=2,
+                        warmup_steps=0, learning_rate=1e-3, save_steps=1000)
+    args = rl.grpo_config(cfg, tmp_path / "ckpt")
+    args.logging_steps = 1
+    args.disable_tqdm = True
+    extra = {"aux_ce_coef": 0.1, "backfill": True, "cache_size": 4, "cache_max_age": 2, "max_rounds": 3, **kw}
+    return FalconGRPOTrainer(model=model, reward_funcs=[ToyReward()], args=args, train_dataset=Dataset.from_list(_rows(16)),
+                             processing_class=tok, **extra)
+
+
+def test_backfilled_batches_have_no_zero_advantage_group_and_the_cache_stays_bounded(model, tok, tmp_path):
+    trainer = _trainer(model, tok, tmp_path, cache_size=3, max_rounds=50)
+    rng = random.Random(0)
+    g, calls = trainer.num_generations, []
+
+    def fake_round(rows):  # each group independently valid with probability 0.4
+        n = len(rows) // g
+        calls.append(n)
+        return _scored(n, g, [rng.choice([0, 0, 0, 1, 2]) for _ in range(n)], start=1000 * len(calls))
+
+    trainer._score_round = fake_round
+    trainer.model.train()
+    inputs = [r for r in _rows(2) for _ in range(g)]
+    for step in range(30):
+        trainer.state.global_step = step
+        batch = trainer._generate_and_score_completions(inputs)
+        assert batch["prompt_ids"].shape[0] == 2 * g
+        assert group_has_signal(batch["advantages"], g).all(), f"step {step}: a zero-advantage group survived"
+        assert batch["num_items_in_batch"] == batch["completion_mask"].sum()
+        assert batch["num_positive_tokens"] == (batch["completion_mask"] * batch["positive"].unsqueeze(1)).sum()
+        assert len(trainer.group_cache) <= 3
+    stats = trainer.backfill_stats
+    assert stats.steps == 30 and stats.groups_unfilled == 0 and stats.rounds == len(calls) > 30
+    assert stats.groups_from_cache > 0 and sum(stats.round_yields) == stats.groups_valid
+    assert generation_calls_saved(stats, 2, 50)["calls_saved_fraction"] > 0
+
+
+def test_unfillable_steps_are_topped_up_and_counted(model, tok, tmp_path):
+    trainer = _trainer(model, tok, tmp_path, max_rounds=2)
+    g = trainer.num_generations
+    trainer._score_round = lambda rows: _scored(len(rows) // g, g, [0] * (len(rows) // g))
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions([r for r in _rows(2) for _ in range(g)])
+    assert batch["prompt_ids"].shape[0] == 2 * g and trainer.backfill_stats.groups_unfilled == 2
+    assert trainer.backfill_stats.rounds == 2
+
+
+def test_clip_higher_bounds_act_as_configured(model, tok, tmp_path):
+    trainer = _trainer(model, tok, tmp_path, aux_ce_coef=0.0, backfill=False)
+    assert (trainer.epsilon_low, trainer.epsilon_high, trainer.beta) == (0.2, 0.28, 0.0)
+    trainer.current_gradient_accumulation_steps = 1
+    trainer.model.train()
+    gen = torch.Generator().manual_seed(1)
+    prompt = torch.randint(4, len(tok), (2, 3), generator=gen)
+    completion = torch.randint(4, len(tok), (2, 4), generator=gen)
+    ones = torch.ones(2, 4, dtype=torch.long)
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, torch.cat([prompt, completion], 1), torch.ones(2, 7, dtype=torch.long), 4)
+    ratio = torch.tensor([[1.5, 1.1, 0.7, 1.27], [0.5, 0.9, 1.3, 0.81]])  # r_t = pi / pi_old, constructed
+    inputs = {"prompt_ids": prompt, "prompt_mask": torch.ones_like(prompt), "completion_ids": completion,
+              "completion_mask": ones, "advantages": torch.tensor([1.0, -1.0]), "num_items_in_batch": torch.tensor(8),
+              "old_per_token_logps": logps - ratio.log()}
+    loss = trainer._compute_loss(trainer.model, inputs)
+    # A > 0: min(r, clip(r, 0.8, 1.28)); A < 0: the loss is max(r, clip(r)) (pessimistic bound)
+    expected = (-(1.28 + 1.1 + 0.7 + 1.27) + (0.8 + 0.9 + 1.3 + 0.81)) / 8
+    symmetric = (-(1.2 + 1.1 + 0.7 + 1.2) + (0.8 + 0.9 + 1.3 + 0.81)) / 8
+    assert math.isclose(loss.item(), expected, abs_tol=1e-5) and not math.isclose(loss.item(), symmetric, abs_tol=1e-3)
+    m = trainer._metrics["train"]
+    assert m["clip_ratio/high_mean"][-1] == pytest.approx(1 / 8) and m["clip_ratio/low_mean"][-1] == pytest.approx(1 / 8)
+
+
+def test_grpo_smoke_run_moves_parameters_and_logs_the_recipe(tok, tmp_path):
+    torch.set_num_threads(1)
+    policy = build_model(falcon_h1_config("tiny", width=32, vocab_size=len(tok)), seed=1)
+    before = [p.detach().clone() for p in policy.parameters()]
+    trainer = _trainer(policy, tok, tmp_path)
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    logs = [r for r in trainer.state.log_history if "reward" in r]
+    assert logs and all(k in logs[-1] for k in ("entropy", "clip_ratio/region_mean", "frac_reward_zero_std",
+                                                 "completions/mean_length", "backfill/rounds"))
+    assert trainer.backfill_stats.steps == 2
+    curves = rl.curves(trainer.state.log_history)
+    assert curves[0]["step"] == 1 and "clip_fraction" in curves[0]
+
+
+# ------------------------------------------------------------------------------------------ config and data
+
+
+def test_config_recipe_and_validation():
+    cfg = load_config("04_rl", "tiny")
+    assert (cfg.epsilon, cfg.epsilon_high, cfg.beta, cfg.entropy_coef, cfg.temperature) == (0.2, 0.28, 0.0, 0.0, 0.85)
+    assert cfg.domains == ("math",) and cfg.warmup_steps == 10 and not cfg.use_vllm
+    full = load_config("04_rl", "full")
+    assert (full.num_generations, full.prompts_per_step, full.learning_rate, full.tis_cap) == (16, 128, 2e-6, 2.0)
+    assert full.use_vllm and full.max_completion_length == 48 * 1024
+    with pytest.raises(ConfigError, match="num_generations"):
+        RLStageConfig(num_generations=1)
+    with pytest.raises(ValueError, match="whole groups"):
+        rl.per_device_batch(RLStageConfig(prompts_per_step=3, num_generations=4), world_size=2)
+    assert rl.per_device_batch(RLStageConfig(prompts_per_step=128, num_generations=16, gradient_accumulation_steps=16), 8) == 16
+    args = rl.grpo_config(full.__class__(**{**full.to_dict(), "domains": tuple(full.domains),
+                                              "eval_benchmarks": tuple(full.eval_benchmarks)}), "/tmp/x", world_size=8)
+    assert args.vllm_importance_sampling_correction and args.vllm_importance_sampling_clip_max == 2.0
+    assert args.vllm_importance_sampling_mode == "token_truncate" and args.loss_type == "dapo"
+
+
+def test_filter_histogram_and_training_rows():
+    kept = [{"sft_pass_rate": r} for r in (0.125, 0.5, 0.5, 0.875)]
+    assert rl_data.pass_rate_histogram(kept, 8) == {"0/8": 0, "1/8": 1, "2/8": 0, "3/8": 0, "4/8": 2, "5/8": 0,
+                                                     "6/8": 0, "7/8": 1, "8/8": 0}
+    rows = rl_data.to_training_rows([MATH], TINY_SYSTEM_PROMPT)
+    assert rows[0]["prompt"][0] == {"role": "system", "content": TINY_SYSTEM_PROMPT}
+    assert json.loads(rows[0]["problem"])["answer"] == "4"
+    pool = [MATH, {**MATH, "id": "m3"}]
+    outcomes = {"m1": {"outcomes": [True, False], "truncated": [False, False], "answers": ["4", "5"]},
+                "m3": {"outcomes": [True, True], "truncated": [False, False], "answers": ["4", "4"]}}
+    table = rl_data.outcomes_table(pool, outcomes)
+    back = rl_data.table_outcomes(table)
+    assert back["m1"]["answers"] == ["4", "5"] and back["m3"]["outcomes"] == [True, True]
+    kept, report = rl_data.apply_filter(pool, back, RLStageConfig())
+    assert [r["id"] for r in kept] == ["m1"] and report["dropped_by_reason"] == {"all_correct": 1}
+
+
+def test_resume_restores_backfill_counters_and_stream(tok, tmp_path):
+    from transformers.trainer_utils import get_last_checkpoint
+
+    policy = build_model(falcon_h1_config("tiny", width=32, vocab_size=len(tok)), seed=2)
+    first = _trainer(policy, tok, tmp_path)
+    first.args.save_steps = 1
+    first.train()
+    ckpt = get_last_checkpoint(str(tmp_path / "ckpt"))
+    state = json.loads((tmp_path / "ckpt" / ckpt.split("/")[-1] / "backfill_state.json").read_text())
+    assert state["stats"]["steps"] == 2
+    second = _trainer(policy, tok, tmp_path)
+    second.args.max_steps = 3
+    second.train(resume_from_checkpoint=ckpt)
+    assert second.state.global_step == 3 and second.backfill_stats.steps == 3
+    assert second.backfill_stats.rounds >= state["stats"]["rounds"] + 1
+
+
+def test_checkpoints_of_another_run_are_wiped_and_fingerprints_track_the_recipe(tmp_path):
+    (tmp_path / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    rl._checkpoints(tmp_path, "aaa")
+    assert not (tmp_path / "checkpoints" / "checkpoint-5").exists()  # no stamp: not ours
+    (tmp_path / "checkpoints" / "checkpoint-7").mkdir()
+    rl._checkpoints(tmp_path, "aaa")
+    assert (tmp_path / "checkpoints" / "checkpoint-7").exists()  # same run: kept for resume
+    rl._checkpoints(tmp_path, "bbb")
+    assert not (tmp_path / "checkpoints" / "checkpoint-7").exists()
+    base = RLStageConfig()
+    assert rl.run_fingerprint(base) == rl.run_fingerprint(RLStageConfig(max_steps=99))  # longer run resumes
+    assert rl.run_fingerprint(base) != rl.run_fingerprint(RLStageConfig(learning_rate=1e-3))
