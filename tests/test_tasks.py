@@ -183,3 +183,8 @@ def test_corrupted_reference_answers_fail(every_problem):
         else:
             continue
         assert bad != good and verify(p, bad) is False, p["id"]
+
+
+def test_science_level5_density_never_gives_up():
+    """Seed 500000 once exhausted the draws for a rho = 1 two-piece block."""
+    assert len(generate("science", 600, seed=500000)) == 600

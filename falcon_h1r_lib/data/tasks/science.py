@@ -165,7 +165,7 @@ def _density(rng: random.Random, level: int) -> dict:
                    [(Fraction(m, 1000 * vol), ["kg not converted", f"rho={kg}/{vol}"]),
                     (rho * 1000, ["converted the wrong way", f"rho={m * 1000}/{vol}={rho * 1000}"]),
                     (rho * 10, ["m={kg}*10000 g", f"rho={m * 10}/{vol}={rho * 10}"])])
-    for _ in range(100):  # level 5: two pieces glued together
+    for _ in range(10_000):  # level 5: two pieces glued together (rare for rho = 1: keep drawing)
         v1, v2, rho1 = rng.randint(2, 8), rng.randint(2, 8), rng.randint(1, 12)
         m1, total = rho1 * v1, rho * (v1 + v2)
         m2 = total - m1
