@@ -519,13 +519,13 @@ class RLStageConfig(StageConfig):
     filter_max_new_tokens: int = 128  # [P] Fig. 9: 32K
     keep_fraction_all_truncated: float = 0.1  # 0/k correct, all truncated: share kept; [P] Fig. 9: "a small random subset"
     keep_fraction_minority: float = 0.1  # 0/k correct, majority f < k/2: share kept; [P] Fig. 9: "a small random subset"
-    num_generations: int = 16  # G rollouts per prompt; [P] Table 2: 16 (G 4 -> 16 helps, 32 no better)
-    prompts_per_step: int = 4  # prompts per optimizer step (= per rollout batch); [P] Table 2: 128
+    num_generations: int = 8  # G rollouts per prompt; [P] Table 2: 16 (G 4 -> 16 helps, 32 no better)
+    prompts_per_step: int = 8  # prompts per optimizer step (= per rollout batch); [P] Table 2: 128
     max_steps: int = 40  # optimizer steps; paper: not given (Fig. 6 curves)
     temperature: float = 0.85  # rollout temperature; [P] Table 2: 0.85
     top_p: float = 1.0  # rollout nucleus; paper: not given (1.0 = plain temperature sampling)
     max_completion_length: int = 128  # tokens per rollout; [P] Table 2: 48K
-    learning_rate: float = 2e-4  # AdamW lr (tiny: ~1/10 of the tiny SFT lr, fp32); [P] Table 2: 2e-6
+    learning_rate: float = 1e-4  # AdamW lr (tiny: ~1/10 of the tiny SFT lr, fp32); [P] Table 2: 2e-6
     warmup_steps: int = 10  # linear warm-up steps; [P] Table 2: 10
     lr_scheduler_type: str = "constant_with_warmup"  # after warm-up; paper: not given
     weight_decay: float = 0.0  # paper: not given
@@ -540,7 +540,7 @@ class RLStageConfig(StageConfig):
     format_weight: float = 1.0  # penalty for output not in <think> ... </think> answer form; [P] §3.2: size not given
     aux_ce_coef: float = 0.1  # ASSUMPTION: weight of the SFT loss on positive samples; [P] §3.1: coefficient not given
     backfill: bool = True  # drop zero-advantage groups and refill the batch; [P] §3.1: Backfill
-    cache_size: int = 8  # surplus valid groups kept (bounded cache); [P] §3.1: "fixed size", value not given
+    cache_size: int = 16  # surplus valid groups kept (bounded cache); [P] §3.1: "fixed size", value not given
     cache_max_age: int = 2  # optimizer steps a cached group may wait (staleness bound); paper: not given
     max_rounds: int = 3  # generation calls per step at most (first + refills); paper: not given
     gradient_accumulation_steps: int = 1  # micro-steps per optimizer step; [P] Table 2: PPO mini-batch = batch (1 update per rollout batch)

@@ -331,3 +331,12 @@ def test_checkpoints_of_another_run_are_wiped_and_fingerprints_track_the_recipe(
     base = RLStageConfig()
     assert rl.run_fingerprint(base) == rl.run_fingerprint(RLStageConfig(max_steps=99))  # longer run resumes
     assert rl.run_fingerprint(base) != rl.run_fingerprint(RLStageConfig(learning_rate=1e-3))
+
+
+def test_cap_per_domain_balances_mixed_pools():
+    pool = [{"id": f"m{i}", "domain": "math"} for i in range(50)] + [{"id": f"c{i}", "domain": "code"} for i in range(6)]
+    capped = rl_data.cap_per_domain(pool, 20, ("math", "code"), seed=0)
+    assert len(capped) == 20 and sum(p["domain"] == "code" for p in capped) == 6  # code short: math takes the rest
+    assert capped == [p for p in pool if p in capped]  # pool order kept
+    only_math = rl_data.cap_per_domain(pool, 10, ("math",), seed=0)
+    assert len(only_math) == 10 and all(p["domain"] == "math" for p in only_math)

@@ -52,12 +52,28 @@ def build_pool(cfg: RLStageConfig, cfg02: CurationConfig, rl_rows: Sequence[dict
     funnel.append(rep)
     curation.assert_disjoint(sft_rows, pool)
     if cfg.filter_max_problems is not None and len(pool) > cfg.filter_max_problems:
-        order = list(range(len(pool)))
-        random.Random(f"rl_pool|{cfg.seed}").shuffle(order)
-        capped = [pool[i] for i in sorted(order[:cfg.filter_max_problems])]
-        funnel.append(curation.StepReport("cap_filter_budget", len(pool), len(capped), {"over_budget": len(pool) - len(capped)}, {}))
+        capped = cap_per_domain(pool, cfg.filter_max_problems, cfg.domains, cfg.seed)
+        funnel.append(curation.StepReport("cap_filter_budget", len(pool), len(capped),
+                                          {"over_budget": len(pool) - len(capped)}, {}))
         pool = capped
     return pool, curation.funnel_table(funnel)
+
+
+def cap_per_domain(pool: Sequence[dict], cap: int, domains: Sequence[str], seed: int) -> list[dict]:
+    """A seeded subset of at most ``cap`` problems, split evenly over ``domains`` (mixed-domain RL, [P] Table 3);
+    a domain with fewer problems than its share leaves the rest to the others. Pool order is kept."""
+    rng = random.Random(f"rl_pool|{seed}")
+    by_domain = {d: [i for i, p in enumerate(pool) if p["domain"] == d] for d in domains}
+    for idx in by_domain.values():
+        rng.shuffle(idx)
+    chosen: list[int] = []
+    left = cap
+    for n_left, d in enumerate(sorted(by_domain, key=lambda d: len(by_domain[d])), start=0):
+        share = left // (len(by_domain) - n_left)
+        take = by_domain[d][:share]
+        chosen += take
+        left -= len(take)
+    return [pool[i] for i in sorted(chosen)]
 
 
 def filter_key(cfg: RLStageConfig, pool: Sequence[dict], model_fingerprint: str) -> str:
