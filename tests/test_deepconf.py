@@ -39,8 +39,7 @@ from falcon_h1r_lib.deepconf import (
 from falcon_h1r_lib.deepconf import experiment as X
 from falcon_h1r_lib.deepconf.vllm_stop import ConfidenceStopCore, deepconf_extra_args
 from falcon_h1r_lib.generation import DecodeStep, HFBackend, SamplingConfig, chat_request
-from falcon_h1r_lib.models import build_model, falcon_h1_config
-from falcon_h1r_lib.tokenizer import TINY_SYSTEM_PROMPT, build_tokenizer
+from falcon_h1r_lib.tokenizer import TINY_SYSTEM_PROMPT
 
 # ---------------------------------------------------------------- confidence (§9.1-9.3)
 
@@ -211,17 +210,6 @@ def test_online_fallback_when_nothing_is_kept():
 
 
 # ---------------------------------------------------------------- live (HF backend, tiny random model) vs replay
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer(vocab_size=300)
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    torch.set_num_threads(1)
-    return build_model(falcon_h1_config("tiny", width=32, vocab_size=len(tok)), seed=0)
 
 
 def _label(pid, t):  # any deterministic function of the tokens (a random model writes no \boxed{})

@@ -18,21 +18,8 @@ from falcon_h1r_lib.generation import (
     sample_seed,
     write_traces,
 )
-from falcon_h1r_lib.models import build_model, falcon_h1_config
-from falcon_h1r_lib.tokenizer import build_tokenizer
 
 K = 5
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer(vocab_size=300)
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    torch.set_num_threads(1)
-    return build_model(falcon_h1_config("tiny", width=32, vocab_size=len(tok)), seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from datasets import Dataset
 
 from falcon_h1r_lib.config import ConfigError, RLStageConfig, load_config
 from falcon_h1r_lib.models import build_model, falcon_h1_config
-from falcon_h1r_lib.tokenizer import TINY_SYSTEM_PROMPT, build_tokenizer
+from falcon_h1r_lib.tokenizer import TINY_SYSTEM_PROMPT
 from falcon_h1r_lib.train import rl, rl_data
 from falcon_h1r_lib.train.rl_backfill import (
     BackfillStats,
@@ -72,17 +72,6 @@ def test_positive_ce_loss_has_zero_gradient_on_negative_rows():
     assert torch.all(logps.grad[~positive] == 0)
     assert torch.all(logps.grad[positive] == -1 / mask[positive].sum())
     assert torch.isclose(loss, -(logps[positive]).sum() / 12)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer(vocab_size=300)
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    torch.set_num_threads(1)
-    return build_model(falcon_h1_config("tiny", width=32, vocab_size=len(tok)), seed=0)
 
 
 def test_aux_loss_through_the_model_leaves_incorrect_samples_untouched(model):
