@@ -94,6 +94,13 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return p if p.is_absolute() else repo_root() / p
 
 
+def repo_relative(path: str | os.PathLike) -> str:
+    """``path`` relative to the repo root when inside it (records and fingerprints that survive moving the
+    checkout), else as given."""
+    p = resolve_path(path)
+    return str(p.relative_to(repo_root())) if p.is_relative_to(repo_root()) else str(path)
+
+
 def _check_profile(profile: str) -> None:
     if profile not in PROFILES:
         raise ConfigError(f"profile: unknown profile {profile!r}; known: {', '.join(PROFILES)}")
@@ -512,7 +519,8 @@ class RLStageConfig(StageConfig):
     domains: tuple[str, ...] = ("math",)  # RL domains; [P] §3.4 / Table 3: the released model is math-only
     extra_problems_per_domain: int = 1500  # generated training-seed problems added to notebook 02's rl_problems
     extra_problems_seed: int = 4_000  # training seed of those extra problems (< eval seed range)
-    filter_max_problems: int | None = 560  # RL pool size sent to the Fig. 9 filter (None = all)
+    pool_max_difficulty: int | None = 3  # pool problems up to this generator level (None = all): tiny SFT solves ~1% of 4-5
+    filter_max_problems: int | None = None  # RL pool size sent to the Fig. 9 filter (None = all)
     filter_rollouts: int = 8  # k SFT-model rollouts per problem; [P] Fig. 9: 8
     filter_temperature: float = 0.6  # [P] Fig. 9: 0.6
     filter_top_p: float = 0.95  # [P] Fig. 9: 0.95
@@ -578,6 +586,8 @@ class RLStageConfig(StageConfig):
             raise ConfigError(f"{self.STAGE}: key 'num_generations' must be >= 2 (group-normalised advantages)")
         if not 0 <= self.extra_problems_seed < 1_000_000_000:
             raise ConfigError(f"{self.STAGE}: key 'extra_problems_seed' must be a training seed in [0, 1e9)")
+        if self.pool_max_difficulty is not None and not 1 <= self.pool_max_difficulty <= 5:
+            raise ConfigError(f"{self.STAGE}: key 'pool_max_difficulty' must be a level in 1..5 or null")
         if self.filter_max_problems is not None and self.filter_max_problems < 1:
             raise ConfigError(f"{self.STAGE}: key 'filter_max_problems' must be >= 1 or null")
         for name in ("keep_fraction_all_truncated", "keep_fraction_minority", "epsilon", "filter_top_p", "top_p",

@@ -19,6 +19,7 @@ from falcon_h1r_lib.evaluation import (
     grade_all,
     maj_at_k,
     mean_pass_at_1,
+    paired_difference,
     paper_vs_ours,
     pass_at_k,
     summarize,
@@ -135,6 +136,39 @@ def test_bootstrap_ci_contains_mean_and_is_seeded():
         bootstrap_ci([])
     with pytest.raises(ValueError):
         bootstrap_ci([0.5], level=1.0)
+
+
+def _grades(rates: dict[str, list[bool | None]]) -> pd.DataFrame:
+    return pd.DataFrame([{"problem_id": pid, "sample_index": i, "correct": v}
+                         for pid, vs in rates.items() for i, v in enumerate(vs)])
+
+
+def test_paired_difference_removes_shared_problem_variance():
+    rng = np.random.default_rng(0)
+    difficulty = rng.random(60)  # problems from easy to hard, shared by both models
+    a = {f"p{i}": list(rng.random(16) < d) for i, d in enumerate(difficulty)}
+    b = {f"p{i}": list(rng.random(16) < min(1.0, d + 0.1)) for i, d in enumerate(difficulty)}
+    res = paired_difference(_grades(a), _grades(b))
+    rate_a = np.mean([np.mean(v) for v in a.values()])
+    rate_b = np.mean([np.mean(v) for v in b.values()])
+    assert res["difference"] == pytest.approx(rate_b - rate_a)
+    lo, hi = res["ci"]
+    assert lo < res["difference"] < hi and lo > 0  # a +10-point shift is found on 60 problems
+    lo_a, hi_a = bootstrap_ci([np.mean(v) for v in a.values()], resamples=2000)
+    assert hi - lo < 0.5 * (hi_a - lo_a)  # much narrower than one model's own interval
+    assert res["b_better"] + res["a_better"] + res["ties"] == res["n_problems"] == 60
+    swapped = paired_difference(_grades(b), _grades(a))
+    assert swapped["difference"] == pytest.approx(-res["difference"])
+
+
+def test_paired_difference_leaves_out_ungraded_and_refuses_other_problems():
+    a = _grades({"p1": [True, False], "p2": [None, None], "p3": [False, False]})
+    b = _grades({"p1": [True, True], "p2": [True, True], "p3": [False, True]})
+    res = paired_difference(a, b)
+    assert (res["n_problems"], res["n_left_out"]) == (2, 1)
+    assert res["difference"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="different problems"):
+        paired_difference(a, _grades({"p1": [True], "p9": [True]}))
 
 
 # ------------------------------------------------------------------ grading

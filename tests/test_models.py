@@ -274,3 +274,18 @@ def test_compare_decode_interleaves_and_reports_ratio(tiny_models):
     kv = {r["model"]: r["cache_bytes"]["kv"] / r["cache_tokens"] for r in rows if r["context_len"] == 24}
     twin, hybrid = tiny_models["twin"].config, tiny_models["hybrid"].config
     assert kv["twin"] / kv["hybrid"] == 4 * twin.num_hidden_layers / hybrid.num_hidden_layers
+
+
+def test_weights_fingerprint_follows_the_weights_not_the_path(tmp_path):
+    from falcon_h1r_lib.models import weights_fingerprint
+
+    model = build_model(falcon_h1_config("tiny", width=32, vocab_size=64), seed=0)
+    model.save_pretrained(tmp_path / "m")
+    first = weights_fingerprint(tmp_path / "m")
+    assert first == weights_fingerprint(str(tmp_path / "m")) and len(first) == 16
+    build_model(falcon_h1_config("tiny", width=32, vocab_size=64), seed=1).save_pretrained(tmp_path / "m")
+    assert weights_fingerprint(tmp_path / "m") != first  # retrained at the same path: a new identity
+    assert weights_fingerprint("tiiuae/Falcon-H1R-7B") == "tiiuae/Falcon-H1R-7B"  # Hub ids pass through
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no weight files"):
+        weights_fingerprint(tmp_path / "empty")

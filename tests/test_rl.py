@@ -329,3 +329,38 @@ def test_cap_per_domain_balances_mixed_pools():
     assert capped == [p for p in pool if p in capped]  # pool order kept
     only_math = rl_data.cap_per_domain(pool, 10, ("math",), seed=0)
     assert len(only_math) == 10 and all(p["domain"] == "math" for p in only_math)
+
+
+def test_cap_difficulty_keeps_low_levels_counts_the_rest_and_names_bad_rows():
+    pool = [{"id": f"m{i}", "domain": "math", "difficulty": 1 + i % 5} for i in range(10)]
+    kept, rep = rl_data.cap_difficulty(pool, 3)
+    assert [p["difficulty"] for p in kept] == [1, 2, 3, 1, 2, 3]
+    assert (rep.n_in, rep.n_out, rep.dropped_by_reason) == (10, 6, {"above_level": 4})
+    with pytest.raises(ValueError, match=r"row 1 \('x'\).*difficulty"):
+        rl_data.cap_difficulty([pool[0], {"id": "x", "domain": "math", "difficulty": "hard"}], 3)
+    with pytest.raises(ConfigError, match="pool_max_difficulty"):
+        RLStageConfig(pool_max_difficulty=0)
+
+
+def test_accuracy_from_evaluation_pairs_sft_and_rl_problem_by_problem(tmp_path):
+    import pandas as pd
+
+    def grades(label, correct):
+        path = tmp_path / f"{label}.parquet"
+        pd.DataFrame([{"problem_id": f"p{i}", "sample_index": j, "correct": c}
+                      for i, row in enumerate(correct) for j, c in enumerate(row)]).to_parquet(path)
+        return str(path)
+
+    sft_rows = [[True, False], [False, False], [True, True]]
+    rl_rows = [[True, True], [False, True], [True, True]]
+    record = {"metrics": {"models": {
+        label: {"benchmarks": {"tiny-math": {"domain": "math", "pass_at_1": p, "pass_at_1_ci": [0, 1], "n_problems": 3,
+                                             "samples_per_problem": 2, "grades_file": grades(label, rows)}}}
+        for label, p, rows in (("sft", 0.5, sft_rows), ("rl", 5 / 6, rl_rows))}}}
+    acc = rl.accuracy_from_evaluation(record, {"sft": "sft", "rl": "rl"})
+    assert acc["sft_accuracy"]["math"]["pass_at_1"] == 0.5
+    paired = acc["rl_minus_sft"]["math"]
+    assert paired["difference"] == pytest.approx(1 / 3)
+    assert (paired["b_better"], paired["a_better"], paired["ties"]) == (2, 0, 1)
+    with pytest.raises(KeyError, match="labelled 'base'"):
+        rl.accuracy_from_evaluation(record, {"sft": "base"})

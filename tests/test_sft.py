@@ -120,6 +120,28 @@ def test_difficulty_weight_multiplies_the_loss(tok, tmp_path):
     assert unit.item() > 0
 
 
+def test_plain_head_equals_trl_fused_head(tok, tmp_path):
+    """The small-vocabulary head gives TRL's fused chunked head's numbers (log-probs, gradients, metrics)."""
+    rows = _rows(4)
+    trainer = sft.build_trainer(_cfg(), _tiny_model(tok), tok, sft.sft_dataset(rows, "SYS"), tmp_path,
+                                disable_tqdm=True)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    batch.pop("sample_weight")
+    model = trainer.model.train()
+    out = {}
+    for name, vocab in (("fused", sft.FUSED_HEAD_MIN_VOCAB), ("plain", 1)):
+        model.zero_grad()
+        res = sft.token_log_probs(model, dict(batch), vocab)
+        res.log_probs.sum().backward()
+        out[name] = (res, model.model.embed_tokens.weight.grad.clone())
+    (fused, g_fused), (plain, g_plain) = out["fused"], out["plain"]
+    assert torch.equal(fused.label_mask, plain.label_mask) and plain.label_mask.any()
+    assert torch.allclose(fused.log_probs, plain.log_probs, atol=1e-5)
+    assert torch.allclose(fused.entropy, plain.entropy, atol=1e-5)
+    assert torch.equal(fused.is_top1, plain.is_top1)
+    assert torch.allclose(g_fused, g_plain, atol=1e-5)
+
+
 def test_sft_config_carries_the_recipe(tmp_path):
     args = sft.sft_config(_cfg(), tmp_path)
     assert args.lr_scheduler_type == "linear" and args.warmup_steps == pytest.approx(0.0)

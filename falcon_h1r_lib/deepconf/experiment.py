@@ -267,7 +267,9 @@ def generate_pool(cfg: DeepConfConfig, bench, backend, tokenizer, model: str, pa
     problems = load_problems(cfg, bench)
     requests = _requests(cfg, problems, tokenizer)
     sampling = _sampling(cfg, bench, cfg.pool_size)
-    key = hashlib.sha256(json.dumps({"model": model, "sampling": sampling.to_dict(), "prompts": [[r.problem_id, r.prompt] for r in requests]},
+    from falcon_h1r_lib.models.identity import weights_fingerprint
+
+    key = hashlib.sha256(json.dumps({"model": f"{model}#{weights_fingerprint(model)}", "sampling": sampling.to_dict(), "prompts": [[r.problem_id, r.prompt] for r in requests]},
                                     sort_keys=True).encode()).hexdigest()[:16]
     if cfg.reuse_pools and path.exists() and read_traces_metadata(path).get("key") == key:
         meta = read_traces_metadata(path)

@@ -12,6 +12,7 @@ from falcon_h1r_lib.evaluation.metrics import (
     bootstrap_ci,
     maj_at_k,
     mean_pass_at_1,
+    paired_difference,
     pass_at_k,
     problem_table,
     summarize,
@@ -28,6 +29,6 @@ def run(cfg, models=None, out_dir=None, backends=None):
 
 __all__ = [
     "BENCHMARKS", "Benchmark", "Grade", "Vote", "benchmark_names", "bootstrap_ci", "completion_text",
-    "get_benchmark", "grade", "grade_all", "maj_at_k", "mean_pass_at_1", "paper_vs_ours", "pass_at_k",
+    "get_benchmark", "grade", "grade_all", "maj_at_k", "mean_pass_at_1", "paired_difference", "paper_vs_ours", "pass_at_k",
     "problem_table", "results_records", "run", "summarize", "to_markdown", "ungradable_reason", "write_table",
 ]

@@ -140,6 +140,30 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def paired_difference(
+    grades_a: pd.DataFrame, grades_b: pd.DataFrame, resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> dict[str, Any]:
+    """pass@1 of B minus A on the same problems, with a paired bootstrap CI (problems resampled together).
+
+    Two models scored on one problem set share its per-problem difficulty; resampling the per-problem
+    differences removes that shared variance, so the interval is much narrower than comparing two separate
+    CIs. Problems either model could not grade are left out (and counted).
+    """
+    rate_a = problem_table(grades_a).set_index("problem_id")["pass_rate"]
+    rate_b = problem_table(grades_b).set_index("problem_id")["pass_rate"]
+    missing = sorted(set(rate_a.index) ^ set(rate_b.index))
+    if missing:
+        raise ValueError(f"paired_difference: the two grade tables cover different problems, e.g. {missing[:3]}")
+    both = pd.concat({"a": rate_a, "b": rate_b}, axis=1).dropna()
+    if both.empty:
+        raise ValueError("paired_difference: no problem was graded for both models")
+    diff = (both["b"] - both["a"]).to_numpy(dtype=np.float64)  # (P,)
+    low, high = bootstrap_ci(diff, resamples=resamples, level=level, seed=seed)
+    return {"difference": float(diff.mean()), "ci": [low, high], "ci_level": level, "n_problems": int(diff.size),
+            "n_left_out": int(len(rate_a) - diff.size), "b_better": int((diff > 0).sum()),
+            "a_better": int((diff < 0).sum()), "ties": int((diff == 0).sum())}
+
+
 # --------------------------------------------------------------------------------------------
 # One benchmark's summary from a grades table
 # --------------------------------------------------------------------------------------------

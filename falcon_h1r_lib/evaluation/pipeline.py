@@ -16,12 +16,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from falcon_h1r_lib.config import ConfigError, EvaluationConfig, resolve_path
+from falcon_h1r_lib.config import ConfigError, EvaluationConfig, repo_relative, resolve_path
 from falcon_h1r_lib.evaluation.benchmarks import Benchmark, get_benchmark
 from falcon_h1r_lib.evaluation.grading import grade_all
 from falcon_h1r_lib.evaluation.metrics import summarize
 from falcon_h1r_lib.evaluation.tables import RESULTS_TABLES, paper_vs_ours, results_records, write_table
 from falcon_h1r_lib.metrics import Stopwatch, git_commit, package_versions
+from falcon_h1r_lib.models.identity import weights_fingerprint
 
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -98,7 +99,7 @@ def evaluate_benchmark(
     sampling = bench.sampling(seed=cfg.seed, logprobs_topk=cfg.logprobs_topk, n=cfg.samples_per_problem,
                               max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
     requests = build_requests(problems, tokenizer, cfg)
-    key = traces_key(model, bench, requests, sampling)
+    key = traces_key(f"{model}#{weights_fingerprint(model)}", bench, requests, sampling)
     suffix = _shard_suffix(cfg)
     traces_path = out / "traces" / label / f"{bench.name}{suffix}.parquet"
     reused = cfg.reuse_traces and traces_path.exists() and read_traces_metadata(traces_path).get("key") == key
@@ -121,20 +122,11 @@ def evaluate_benchmark(
         "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": cfg.seed,
         "domain": bench.domain, "gradable": bench.gradable, "why_not_gradable": bench.why_not_gradable,
         "note": bench.note, "paper_table": bench.paper_table, "paper_column": bench.paper_column,
-        "traces_file": _rel(traces_path), "grades_file": _rel(grades_path), "traces_reused": bool(reused),
+        "traces_file": repo_relative(traces_path), "grades_file": repo_relative(grades_path), "traces_reused": bool(reused),
         "sample_wall_s": round(sample_s, 3),
         "tokens_per_s": None if reused or sample_s <= 0 else round(n_tokens / sample_s, 1),
     })
     return summary
-
-
-def _rel(path: Path) -> str:
-    from falcon_h1r_lib.config import repo_root
-
-    try:
-        return str(path.resolve().relative_to(repo_root()))
-    except ValueError:
-        return str(path)
 
 
 def evaluate_model(cfg: EvaluationConfig, model: str, label: str, out: Path, backend=None, tokenizer=None
@@ -158,7 +150,7 @@ def write_tables(metrics: Mapping[str, Any], out: Path) -> list[str]:
     for table in RESULTS_TABLES:
         if any(r.get("paper_table") == table for r in records):
             csv, md = write_table(paper_vs_ours(records, table), out / "tables" / f"{table}_paper_vs_ours")
-            written += [_rel(csv), _rel(md)]
+            written += [repo_relative(csv), repo_relative(md)]
     return written
 
 

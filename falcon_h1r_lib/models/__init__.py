@@ -12,6 +12,7 @@ from falcon_h1r_lib.models.accounting import (
     mamba_dims,
     parameter_breakdown,
 )
+from falcon_h1r_lib.models.identity import weights_fingerprint
 from falcon_h1r_lib.models.measure import (
     build_model,
     compare_decode,
@@ -39,5 +40,5 @@ __all__ = [
     "QWEN3_8B_GIVEN", "TINY_RULES", "TWIN_RULES", "build_model", "cache_bytes", "cache_bytes_breakdown",
     "compare_decode", "config_diff", "count_parameters", "decode_throughput", "falcon_h1_config",
     "mamba_dims", "measured_cache_bytes", "parameter_breakdown", "tiny_falcon_h1_config",
-    "transformer_config", "twin_transformer_config",
+    "transformer_config", "twin_transformer_config", "weights_fingerprint",
 ]

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from falcon_h1r_lib.config import SFTStageConfig
+from falcon_h1r_lib.config import SFTStageConfig, repo_relative
 
 PRETRAIN_SEED_OFFSET = 500_001  # pretraining problems draw seeds seed + this: training range, apart from curation's
 CORPUS_VERSION = 2  # bump when the corpus format changes, so a saved base model is retrained
@@ -107,7 +107,7 @@ def pretrain_fingerprint(cfg: SFTStageConfig, tokenizer_path: str) -> str:
 
     keys = {k: v for k, v in cfg.to_dict().items() if k.startswith("pretrain_") or k in ("seed", "model_width",
                                                                                             "rope_theta", "system_prompt")}
-    blob = json.dumps({**keys, "tokenizer": str(tokenizer_path), "corpus": CORPUS_VERSION}, sort_keys=True)
+    blob = json.dumps({**keys, "tokenizer": repo_relative(tokenizer_path), "corpus": CORPUS_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

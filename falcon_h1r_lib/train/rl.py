@@ -31,7 +31,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from falcon_h1r_lib.config import RLStageConfig, load_config, resolve_path
+from falcon_h1r_lib.config import RLStageConfig, load_config, repo_relative, resolve_path
+from falcon_h1r_lib.models.identity import weights_fingerprint
 from falcon_h1r_lib.train import rl_data
 from falcon_h1r_lib.train.rl_backfill import BackfillStats, generation_calls_saved
 
@@ -176,7 +177,7 @@ def prepare_data(cfg: RLStageConfig, out: Path, model=None, tokenizer=None) -> t
     build.run(cfg02)  # (re)creates notebook 02's outputs when missing; a no-op otherwise
     pool, funnel = rl_data.build_pool(cfg, cfg02, build.load_output(cfg02, "rl_problems"),
                                       build.load_output(cfg02, "sft"))
-    key = rl_data.filter_key(cfg, pool, rl_data.model_fingerprint(resolve_path(cfg.sft_model_path)))
+    key = rl_data.filter_key(cfg, pool, weights_fingerprint(cfg.sft_model_path))
     path = out / rl_data.FILTER_FILE
     cached = _filter_cached(out, key)
     if cached:
@@ -223,12 +224,6 @@ def curves(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
     return out
 
 
-def _rel(path: Path) -> str:
-    from falcon_h1r_lib.config import repo_root
-
-    return str(path.relative_to(repo_root())) if path.is_relative_to(repo_root()) else str(path)
-
-
 def _jsonl_callback(path: Path):
     from transformers import TrainerCallback
 
@@ -253,7 +248,7 @@ def run_fingerprint(cfg: RLStageConfig) -> str:
     import hashlib
 
     fields = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_NEUTRAL}
-    blob = json.dumps({"sft": rl_data.model_fingerprint(resolve_path(cfg.sft_model_path)), "cfg": fields},
+    blob = json.dumps({"sft": weights_fingerprint(cfg.sft_model_path), "cfg": fields},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -333,7 +328,7 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
         "resumed_from": str(Path(resume).name) if resume else None,
         "global_steps": int(trainer.state.global_step),
         "train_wall_s": float(sum(r.get("train_runtime", 0.0) for r in trainer.state.log_history)),
-        "model_dir": _rel(final),
+        "model_dir": repo_relative(final),
     }
     metrics["backfill"].pop("round_yields", None)  # long list; kept in the checkpoints' backfill_state.json
     write_metrics(cfg, metrics, wall_time_s=clock.seconds(), reads=[cfg.sft_model_path])
@@ -341,9 +336,20 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
 
 
 def accuracy_from_evaluation(eval_record: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
-    """``{"sft_accuracy": {domain: {"pass_at_1", "ci"}}, "rl_accuracy": ...}`` from an evaluation record
-    (``evaluation.run``) whose models are labelled ``labels`` ({"sft": label, "rl": label})."""
+    """``{"sft_accuracy": {domain: {"pass_at_1", "ci", ...}}, "rl_accuracy": ..., "rl_minus_sft": {domain:
+    paired difference}}`` from an evaluation record (``evaluation.run``) whose models are labelled ``labels``
+    ({"sft": label, "rl": label}).
+
+    ``rl_minus_sft`` compares the two models problem by problem on the same held-out set (paired bootstrap,
+    ``evaluation.paired_difference``): the honest test of an RL gain, as the per-problem difficulty that
+    dominates each model's own interval cancels out.
+    """
+    import pandas as pd
+
+    from falcon_h1r_lib.evaluation import paired_difference
+
     out: dict[str, Any] = {}
+    grades: dict[str, dict[str, str]] = {}
     for name, label in labels.items():
         try:
             benches = eval_record["metrics"]["models"][label]["benchmarks"]
@@ -353,6 +359,11 @@ def accuracy_from_evaluation(eval_record: Mapping[str, Any], labels: Mapping[str
                                                  "ci": b["pass_at_1_ci"], "n_problems": b["n_problems"],
                                                  "samples_per_problem": b["samples_per_problem"]}
                                    for bname, b in benches.items()}
+        grades[name] = {b["domain"]: b["grades_file"] for b in benches.values() if b.get("grades_file")}
+    if {"sft", "rl"} <= set(grades):
+        out["rl_minus_sft"] = {
+            domain: paired_difference(pd.read_parquet(resolve_path(path)), pd.read_parquet(resolve_path(grades["rl"][domain])))
+            for domain, path in grades["sft"].items() if domain in grades["rl"]}
     return out
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -51,12 +51,28 @@ def build_pool(cfg: RLStageConfig, cfg02: CurationConfig, rl_rows: Sequence[dict
     pool, rep = curation.remove_overlap(pool, sft_rows, "dedup_vs_sft")
     funnel.append(rep)
     curation.assert_disjoint(sft_rows, pool)
+    if cfg.pool_max_difficulty is not None:
+        pool, rep = cap_difficulty(pool, cfg.pool_max_difficulty)
+        funnel.append(rep)
     if cfg.filter_max_problems is not None and len(pool) > cfg.filter_max_problems:
         capped = cap_per_domain(pool, cfg.filter_max_problems, cfg.domains, cfg.seed)
         funnel.append(curation.StepReport("cap_filter_budget", len(pool), len(capped),
                                           {"over_budget": len(pool) - len(capped)}, {}))
         pool = capped
     return pool, curation.funnel_table(funnel)
+
+
+def cap_difficulty(pool: Sequence[dict], max_level: int) -> tuple[list[dict], curation.StepReport]:
+    """Problems up to ``max_level``: a tiny-profile saving. The tiny SFT model solves ~1% of levels 4-5, so
+    nearly all of them come back 0/k from the Fig. 9 filter; sampling them would cost most of its time."""
+    for i, p in enumerate(pool):
+        if not isinstance(p.get("difficulty"), numbers.Integral) or isinstance(p.get("difficulty"), bool):
+            raise ValueError(f"RL pool row {i} ({p.get('id')!r}): field 'difficulty' must be an int level to apply "
+                             f"pool_max_difficulty, got {p.get('difficulty')!r}")
+    kept = [p for p in pool if p["difficulty"] <= max_level]
+    return kept, curation.StepReport("cap_difficulty", len(pool), len(kept),
+                                     {"above_level": len(pool) - len(kept)} if len(kept) < len(pool) else {},
+                                     {"max_level": max_level})
 
 
 def cap_per_domain(pool: Sequence[dict], cap: int, domains: Sequence[str], seed: int) -> list[dict]:
@@ -83,18 +99,6 @@ def filter_key(cfg: RLStageConfig, pool: Sequence[dict], model_fingerprint: str)
                        "max_new": cfg.filter_max_new_tokens, "system": cfg.system_prompt, "seed": cfg.seed},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def model_fingerprint(model_dir: str | Path) -> str:
-    """sha256 over a saved model's weight files (so a retrained SFT model invalidates the filter)."""
-    h = hashlib.sha256()
-    files = sorted(Path(model_dir).glob("*.safetensors"))
-    if not files:
-        return f"unhashed:{model_dir}"
-    for f in files:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def rollout_outcomes(pool: Sequence[dict], backend, tokenizer, system_prompt: str, cfg: RLStageConfig,
@@ -160,5 +164,5 @@ def to_training_rows(problems: Sequence[dict], system_prompt: str) -> list[dict[
              PROBLEM_COLUMN: json.dumps(p, sort_keys=True, default=str), "id": p["id"]} for p in problems]
 
 
-__all__ = ["FILTER_FILE", "apply_filter", "build_pool", "filter_key", "model_fingerprint", "outcomes_table",
+__all__ = ["FILTER_FILE", "apply_filter", "build_pool", "filter_key", "outcomes_table",
            "pass_rate_histogram", "rollout_outcomes", "table_outcomes", "to_training_rows"]

@@ -110,6 +110,37 @@ def weighted_token_loss(
     return nll.sum() / torch.as_tensor(n, device=nll.device).clamp(min=1)
 
 
+FUSED_HEAD_MIN_VOCAB = 8192  # below this the (B, T, V) logits are small and the plain head is faster
+
+
+@dataclasses.dataclass
+class TokenLogProbs:
+    """Per-token outputs the weighted loss and SFTTrainer's metrics need, all (B, T-1)."""
+
+    log_probs: torch.Tensor
+    label_mask: torch.Tensor
+    entropy: torch.Tensor | None
+    is_top1: torch.Tensor | None
+
+
+def token_log_probs(model, inputs: Mapping[str, Any], vocab_size: int) -> TokenLogProbs:
+    """Next-token log-probs of the labels. Large vocabularies (Falcon's 130K) go through TRL's fused, chunked
+    LM head, which never holds the (B, T, V) logits; a tiny vocabulary (512) takes the plain head, where the
+    fused kernel's chunking and recomputation cost ~15% of a CPU training step for nothing."""
+    if vocab_size >= FUSED_HEAD_MIN_VOCAB:
+        out = model(**inputs, fused_lm_head=True)
+        return TokenLogProbs(out.log_probs, out.label_mask, out.entropy, out.is_top1)
+    labels = inputs["labels"][:, 1:]
+    logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits[:, :-1].float()  # (B, T-1, V)
+    mask = labels != -100
+    logp = torch.log_softmax(logits, dim=-1)
+    log_probs = logp.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1) * mask
+    with torch.no_grad():
+        entropy = -(logp.exp() * logp).sum(-1) * mask
+        is_top1 = (logits.argmax(-1) == labels) & mask
+    return TokenLogProbs(log_probs, mask, entropy, is_top1)
+
+
 def _seeded_length_sampler(batch_size: int, lengths: list[int], seed: int):
     """transformers' LengthGroupedSampler (mega-batches sorted by length) with a per-epoch seeded generator;
     the Trainer calls ``set_epoch`` before each epoch, also when it resumes mid-epoch."""
@@ -153,7 +184,7 @@ def _make_trainer_class():
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             mode = "train" if self.model.training else "eval"
             inputs["use_cache"] = False
-            outputs = model(**inputs, fused_lm_head=True)  # per-token log-probs, no (B, T, V) logits
+            outputs = token_log_probs(model, inputs, self.model.config.vocab_size)
             loss = weighted_token_loss(outputs.log_probs, outputs.label_mask, weights, num_items_in_batch)
             # as SFTTrainer / Trainer: num_items_in_batch counts every rank's tokens, DDP averages over ranks
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -346,10 +377,14 @@ def load_model(path: str, cfg: SFTStageConfig):
 # --------------------------------------------------------------------------------------------
 
 
+LOSS_VERSION = 2  # bump when the loss computation changes numerics (2: plain LM head below 8K vocab)
+
+
 def sft_fingerprint(cfg: SFTStageConfig, base_info: Mapping[str, Any]) -> str:
-    """What the SFT model depends on (config minus the evaluation keys, and the base model)."""
+    """What the SFT model depends on (config minus the evaluation keys, the base model, the loss code)."""
     keys = {k: v for k, v in cfg.to_dict().items() if not k.startswith("eval_")}
-    blob = json.dumps({"cfg": keys, "base": base_info.get("fingerprint") or base_info.get("source")}, sort_keys=True)
+    blob = json.dumps({"cfg": keys, "base": base_info.get("fingerprint") or base_info.get("source"),
+                       "loss": LOSS_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -461,14 +496,6 @@ def evaluation_config(cfg: SFTStageConfig, benchmark: str, n_problems: int):
                                system_prompt=system_prompt(cfg), batch_size=cfg.eval_batch_size, seed=cfg.seed)
 
 
-def _model_key(path: str) -> str:
-    """Path plus training fingerprint: stored traces are reused only for the very same weights."""
-    from falcon_h1r_lib.train.pretrain import read_stage_info
-
-    info = read_stage_info(resolve_path(path)) if resolve_path(path).exists() else None
-    return f"{path}#{info['fingerprint']}" if info else path
-
-
 def evaluate_base_and_sft(cfg: SFTStageConfig, models: Mapping[str, str] | None = None) -> dict[str, Any]:
     """pass@1 (with bootstrap CI) of the base and SFT models on ``cfg.eval_problems``; stored in metrics.json.
 
@@ -495,7 +522,7 @@ def evaluate_base_and_sft(cfg: SFTStageConfig, models: Mapping[str, str] | None 
         for bench_name, n in cfg.eval_problems.items():
             ecfg = evaluation_config(cfg, bench_name, n)
             bench = get_benchmark(bench_name, cfg.profile)
-            summary = evaluate_benchmark(ecfg, bench, backend, tokenizer, _model_key(path), label, p["eval"])
+            summary = evaluate_benchmark(ecfg, bench, backend, tokenizer, path, label, p["eval"])
             evaluation[label][bench_name] = summary
             accuracy[label][bench.domain] = summary["pass_at_1"]
             ci[label][bench.domain] = summary["pass_at_1_ci"]
