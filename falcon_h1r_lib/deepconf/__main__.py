@@ -7,28 +7,23 @@ evaluation registry's benchmarks, and writes pools (Parquet), curves, Table 7 / 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
 
+from falcon_h1r_lib.cli import model_run_parser, parse_models, parse_overrides
 from falcon_h1r_lib.config import DeepConfConfig
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from falcon_h1r_lib.evaluation.__main__ import _models, _overrides
-
-    parser = argparse.ArgumentParser(prog="python -m falcon_h1r_lib.deepconf", description=__doc__.split("\n\n")[1])
-    parser.add_argument("--config", required=True, help="DeepConfConfig YAML (profiles/<profile>/06_deepconf_scaling.yaml)")
-    parser.add_argument("--model", action="append", default=[], metavar="[LABEL=]PATH",
-                        help="checkpoint dir or Hub id; repeat for several (default: the config's models)")
-    parser.add_argument("--out", default=None, help="output folder (default: runs/<profile>/06_deepconf_scaling)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (YAML value)")
+    parser = model_run_parser("python -m falcon_h1r_lib.deepconf", __doc__.split("\n\n")[1],
+                              "DeepConfConfig YAML (profiles/<profile>/06_deepconf_scaling.yaml)",
+                              "the config's models", "runs/<profile>/06_deepconf_scaling")
     args = parser.parse_args(argv)
-    cfg = DeepConfConfig.from_yaml(args.config, overrides=_overrides(args.set))
+    cfg = DeepConfConfig.from_yaml(args.config, overrides=parse_overrides(args.set))
     from falcon_h1r_lib.deepconf.experiment import run
 
-    result = run(cfg, models=_models(args.model) or None, out_dir=args.out)
+    result = run(cfg, models=parse_models(args.model) or None, out_dir=args.out)
     brief = {label: {bench: {k: v for k, v in entry.get("at_budget", entry.get("live", {})).items()
                              if k in ("majority_accuracy", "deepconf_low_accuracy", "tokens_saved_percent", "accuracy", "tokens")}
                      for bench, entry in m.items()} for label, m in result["metrics"]["models"].items()}

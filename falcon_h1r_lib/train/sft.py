@@ -126,7 +126,7 @@ class TokenLogProbs:
 def token_log_probs(model, inputs: Mapping[str, Any], vocab_size: int) -> TokenLogProbs:
     """Next-token log-probs of the labels. Large vocabularies (Falcon's 130K) go through TRL's fused, chunked
     LM head, which never holds the (B, T, V) logits; a tiny vocabulary (512) takes the plain head, where the
-    fused kernel's chunking and recomputation cost ~15% of a CPU training step for nothing."""
+    fused kernel's chunking and recomputation only cost time (tiny SFT on 2 CPU cores: 9.3 vs 8.9 steps/s)."""
     if vocab_size >= FUSED_HEAD_MIN_VOCAB:
         out = model(**inputs, fused_lm_head=True)
         return TokenLogProbs(out.log_probs, out.label_mask, out.entropy, out.is_top1)
