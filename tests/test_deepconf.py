@@ -2,7 +2,6 @@
 the scaling experiment and its CLI (reference deepconf.md §9 item 6, plus ties, normalisation, fallbacks)."""
 
 import dataclasses
-import importlib.util
 from types import SimpleNamespace
 
 import numpy as np
@@ -37,7 +36,6 @@ from falcon_h1r_lib.deepconf import (
     weighted_vote,
 )
 from falcon_h1r_lib.deepconf import experiment as X
-from falcon_h1r_lib.deepconf.vllm_stop import ConfidenceStopCore, deepconf_extra_args
 from falcon_h1r_lib.generation import DecodeStep, HFBackend, SamplingConfig, chat_request
 from falcon_h1r_lib.tokenizer import TINY_SYSTEM_PROMPT
 
@@ -200,6 +198,23 @@ def test_replay_budgets_are_prefixes_of_one_run():
         assert many[b] == replay_online(pool, dataclasses.replace(st, budget=b))[b]
 
 
+def test_replayed_consensus_is_checked_before_every_trace_whatever_the_live_wave():
+    """Full profile: `live_wave: 64` batches live vLLM runs, but the replayed "+consensus" curves are
+    Alg. 2, which checks beta >= tau before every trace. Here consensus holds after trace 34: per-wave
+    checks (at 16, 80, 144, ...) ran it to 80 traces."""
+    warm = [_trace([12.0] * 6, 0, 0), _trace([12.0] * 6, 1, 1)] + [_trace([1.0] * 6, 2, i) for i in range(2, 16)]
+    pool = warm + [_trace([12.0] * 6, 0, i) for i in range(16, 128)]  # confident votes for answer 0
+    cfg = DeepConfConfig(budget=128, budgets=(16, 128), pool_size=128, n_init=16, window=4, tail_tokens=4,
+                         live_wave=64, runs=1)
+    variants = X.online_variants(cfg)
+    assert {st.wave for st in variants.values()} == {1}
+    res = replay_online(pool, variants["deepconf-low+consensus"])[128]
+    assert res.consensus_stop and res.n_started == 34  # 19 votes for 0 against 1 for answer 1: beta 0.95
+    per_wave = replay_online(pool, dataclasses.replace(variants["deepconf-low+consensus"], wave=64))[128]
+    assert per_wave.n_started == 80 and per_wave.tokens > 2 * res.tokens
+    assert X.online_variants(cfg, wave=cfg.live_wave)["deepconf-low"].wave == 64  # live runs batch
+
+
 def test_online_fallback_when_nothing_is_kept():
     warm = [_trace([10.0] * 8, NO_ANSWER, 0), _trace([1.0] * 8, 4, 1)]  # the confident one has no answer
     ctl = OnlineController(OnlineSettings(budget=3, n_init=2, keep_top_percent=10, window=4, consensus_tau=None))
@@ -240,52 +255,6 @@ def test_live_and_replay_give_the_same_answers_and_tokens(model, tok, tau, wave)
     if tau is None:
         assert n_stopped > 0  # eta = 10 stops most traces: the check is not vacuous
     assert live.hook_seconds < live.generate_seconds
-
-
-# ---------------------------------------------------------------- vLLM processor core (no vllm needed)
-
-
-def test_vllm_processor_core_forces_eos_at_the_stop_index():
-    V, eos, window = 12, 3, 4
-    rng = np.random.default_rng(6)
-    logits = torch.from_numpy(rng.normal(0, 3, (30, V)).astype(np.float32))
-    conf = token_confidence(torch.log_softmax(logits, -1).topk(5, -1).values.numpy(), 5)
-    s = float(np.quantile(group_confidences(conf, window), 0.2))
-    expected = first_window_below(conf, window, s)
-    core = ConfidenceStopCore()
-    out_ids: list = []
-    params = SimpleNamespace(extra_args=deepconf_extra_args(s, window, eos, topk=5))
-    other = SimpleNamespace(extra_args=None)
-    core.update_state(SimpleNamespace(added=[(0, other, None, []), (1, params, None, out_ids)], removed=[], moved=[]))
-    forced = None
-    for i in range(len(logits)):
-        batch = torch.stack([logits[i], logits[i]])  # row 0: a request without DeepConf
-        res = core.apply(batch.clone())
-        assert torch.equal(res[0], logits[i])
-        if torch.isinf(res[1]).sum() == V - 1:
-            forced = i
-            assert res[1].argmax().item() == eos
-            break
-        out_ids.append(int(res[1].argmax()))
-    assert forced == expected is not None
-    core.update_state(SimpleNamespace(added=[], removed=[], moved=[(1, 0, SimpleNamespace(name="SWAP"))]))
-    assert 0 in core.rows and 1 not in core.rows
-    with pytest.raises(ValueError, match="needs all of"):
-        core.update_state(SimpleNamespace(added=[(2, SimpleNamespace(extra_args={"deepconf_window": 4}), None, [])],
-                                          removed=[], moved=[]))
-
-
-@pytest.mark.vllm
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm not installed")
-def test_vllm_logits_processor_class_builds():
-    from vllm.v1.sample.logits_processor import LogitsProcessor
-
-    from falcon_h1r_lib.deepconf.vllm_stop import logits_processor_class
-
-    cls = logits_processor_class()
-    assert issubclass(cls, LogitsProcessor)
-    proc = cls(None, torch.device("cpu"), False)
-    assert proc.is_argmax_invariant() is False
 
 
 # ---------------------------------------------------------------- scaling experiment and CLI
@@ -339,7 +308,8 @@ def test_cli_runs_the_experiment_on_a_tiny_random_model(tmp_path, tok, model):
                    "bootstrap_resamples: 20\n")
     assert main(["--config", str(cfg), "--out", str(tmp_path / "out")]) == 0
     out = tmp_path / "out"
-    assert (out / "pools" / "rand" / "tiny-math.parquet").exists() and (out / "table7_deepconf.csv").exists()
+    assert len(list((out / "pools" / "rand" / "tiny-math").glob("*.parquet"))) == 2
+    assert (out / "table7_deepconf.csv").exists()
     import json
 
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]["models"]["rand"]["tiny-math"]

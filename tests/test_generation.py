@@ -1,5 +1,7 @@
 """Trace format round trip, sampling config, and the HF backend on a tiny random FalconH1 hybrid."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -246,3 +248,41 @@ def test_chat_request_uses_falcon_template(tok):
     req = chat_request("q1", "What is 1+1?", tok)
     assert req.prompt.startswith("<|im_start|>system\nYou are Falcon")
     assert req.prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_first_sample_index_continues_the_same_pool(model, tok):
+    """A later wave of a pool (samples [lo, hi)) draws exactly the tokens those samples have in the whole pool."""
+    reqs = [chat_request("q0", "2+3?", tok, "Think."), chat_request("q1", "7*6?", tok, "Think.")]
+    sampling = SamplingConfig(n=5, temperature=1.0, max_new_tokens=12, seed=4, logprobs_topk=3)
+    backend = HFBackend(model, tok, batch_size=4, progress=False)
+    whole = backend.generate(reqs, sampling)
+    wave = backend.generate(reqs, dataclasses.replace(sampling, n=2, first_sample_index=3))
+    assert [(t.problem_id, t.sample_index) for t in wave] == [("q0", 3), ("q0", 4), ("q1", 3), ("q1", 4)]
+    tail = [t for t in whole if t.sample_index >= 3]
+    assert [t.token_ids.tolist() for t in wave] == [t.token_ids.tolist() for t in tail]  # own seeded streams
+    for a, b in zip(wave, tail, strict=True):  # other batch-mates and padding: float32 rounding only
+        np.testing.assert_allclose(a.topk_logprobs, b.topk_logprobs, atol=1e-5)
+    streamed = list(backend.stream(reqs, sampling))
+    assert sorted(streamed, key=lambda t: (t.problem_id, t.sample_index)) == whole
+    with pytest.raises(ValueError, match="first_sample_index must be an int >= 0"):
+        SamplingConfig(first_sample_index=-1)
+
+
+def test_backend_factory_specs():
+    from falcon_h1r_lib.generation import BackendSpec, VLLMBackend, make_backend, vllm_config
+
+    with pytest.raises(ValueError, match="backend must be one of"):
+        BackendSpec(model="m", backend="sglang")
+    with pytest.raises(ValueError, match=r"vllm settings \['tensor_parallel_size'\] given for the hf backend"):
+        BackendSpec(model="m", vllm={"tensor_parallel_size": 2})
+    spec = BackendSpec(model="tiiuae/Falcon-H1R-7B", backend="vllm", revision="abc", dtype="bfloat16", seed=3,
+                       vllm={"tensor_parallel_size": 4, "max_model_len": 67584})
+    cfg = vllm_config(spec)
+    assert (cfg.model, cfg.tokenizer, cfg.revision, cfg.tokenizer_revision) == ("tiiuae/Falcon-H1R-7B",) * 2 + ("abc",) * 2
+    assert cfg.tensor_parallel_size == 4 and cfg.seed == 3 and cfg.dtype == "bfloat16"
+    with pytest.raises(ValueError, match=r"vllm settings of 'm': unknown VLLMConfig key\(s\) \['tp'\]"):
+        vllm_config(BackendSpec(model="m", backend="vllm", vllm={"tp": 2}))
+    backend, tok = make_backend(spec, tokenizer=object())  # lazy: no engine starts until the first generate
+    assert isinstance(backend, VLLMBackend) and backend._llm is None
+    with pytest.raises(ValueError, match="loaded HF model cannot serve the vllm backend"):
+        make_backend(spec, model=object())

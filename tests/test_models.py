@@ -231,7 +231,7 @@ def test_tiny_preset_decodes_batch_rows_independently(tiny_models):
 
 
 def test_gated_norm_batched_decode_is_broken_in_pinned_transformers():
-    """Why the presets keep mamba_rms_norm=False: transformers 5.20.2 mixes batch rows in that decode path.
+    """Why the presets keep mamba_rms_norm=False: transformers (5.17.0 pinned; seen since 5.17) mixes batch rows in that decode path.
 
     If this fails after a transformers upgrade, the upstream bug is fixed; revisit ASSUMPTIONS_7B.
     """

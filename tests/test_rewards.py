@@ -9,11 +9,15 @@ import pytest
 from falcon_h1r_lib import rewards
 from falcon_h1r_lib.data.tasks import generate
 from falcon_h1r_lib.rewards import (
+    Response,
     answers_equivalent,
     check_rule,
     extract_answer,
     format_ok,
     format_penalty,
+    last_boxed,
+    last_code_block,
+    parse_response,
     quality_issues,
     split_response,
     verify,
@@ -30,7 +34,7 @@ def r(answer: str, reasoning: str = "some steps") -> str:
 
 # ------------------------------------------------------------------------------------------- format
 def test_split_and_format():
-    assert split_response(r("x")) == ("\nsome steps\n", "\n\nx")
+    assert split_response(r("x")) == ("some steps", "x")
     assert split_response("<think>cut off mid-thought") == ("cut off mid-thought", "")
     assert split_response("just text") == (None, "just text")
     assert format_ok(r("\\boxed{1}"))
@@ -38,6 +42,31 @@ def test_split_and_format():
                 "<think>a", "x<think>a</think>b", "<think>a<think>b</think>c"):
         assert not format_ok(bad), bad
     assert format_penalty(r("1")) == 0.0 and format_penalty("1", penalty=0.5) == -0.5
+
+
+@pytest.mark.parametrize("response,reasoning,answer,issue", [
+    ("<think>\nr\n</think>\n\nA", "r", "A", None),
+    ("just text", None, "just text", "no_think_block"),
+    ("<think>cut off", "cut off", "", "unclosed_think"),
+    ("<think>a</think>b</think>c", None, "", "repeated_think_close"),  # ambiguous final part: no answer
+    ("a</think>b", "a", "b", "missing_think_open"),
+    ("<think>a<think>b</think>c", "a<think>b", "c", "repeated_think_open"),
+    ("x<think>a</think>b", "a", "b", "text_before_think"),
+    ("<think> </think>b", "", "b", "empty_reasoning"),
+    ("<think>a</think> ", "a", "", "empty_answer"),
+])
+def test_one_reading_of_a_response(response, reasoning, answer, issue):
+    assert parse_response(response) == Response(reasoning, answer, issue)
+    assert format_ok(response) is (issue is None)
+
+
+def test_final_box_and_block_are_the_last_opened():
+    assert last_boxed("\\boxed{1} then \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
+    assert last_boxed("\\boxed{1} then \\boxed{2") is None  # never an earlier box the model moved on from
+    assert last_boxed("\\boxed {3}") == "3" and last_boxed("no box") is None
+    assert last_code_block("```python\na = 1\n```\nthen\n```python\nb = 2\n") is None  # unclosed final block
+    assert last_code_block("```python\na = 1\n```\n```cpp\nint b;\n```") is None  # final block not Python
+    assert last_code_block("```\na = 1\n```") == "a = 1\n"
 
 
 def test_quality_issues_name_each_filter_of_the_paper():
@@ -48,8 +77,10 @@ def test_quality_issues_name_each_filter_of_the_paper():
     assert "empty_answer" in quality_issues(math_p, r(""))
     assert quality_issues(code_p, r("```python\ndef f(x):\n    return x\n```")) == []
     assert "code_syntax_error" in quality_issues(code_p, r("```python\ndef f(x)\n    return x\n```"))
-    assert "no_code_block" in quality_issues(code_p, r("def f(x): return x"))
+    assert "missing_code_block" in quality_issues(code_p, r("def f(x): return x"))
     assert "missing_choice" in quality_issues({"domain": "science"}, r("5 m/s"))
+    assert quality_issues(math_p, r("\\boxed{1} and \\boxed{2")) == ["missing_boxed"]
+    assert quality_issues(math_p, "<think>a</think>\\boxed{1}</think>\\boxed{2}") == ["repeated_think_close", "empty_answer"]
 
 
 # --------------------------------------------------------------------------------------------- math
@@ -71,6 +102,31 @@ def test_math_falls_back_to_math_verify():
     assert verify_math("x^2+2x+1", r("\\boxed{(x+1)^2}")) is True
     assert verify_math("\\sqrt{2}", r("\\boxed{\\sqrt{3}}")) is False
     assert verify_math("", r("\\boxed{1}")) is None  # unreadable gold: no verdict
+
+
+@pytest.mark.parametrize("gold,pred,right", [
+    # distinct small values: math-verify rounds them together, the veto keeps them apart
+    ("\\frac{1}{2^{99}}", "\\frac{1}{2^{98}}", False), ("10^{-17}", "2\\cdot 10^{-17}", False),
+    ("\\frac{1}{2004!}", "\\frac{1}{2006!}", False), ("0.00000015", "0.0000001", False),
+    ("10^{-17}", "0", False), ("0", "0.0000001", False), ("\\frac{1}{3\\cdot 10^{9}}", "3.3\\cdot 10^{-10}", False),
+    # a decimal that renders the exact value: math-verify is right, tier 1 must not decide first
+    ("\\frac{1}{12}", "0.0833333333333333", True), ("\\frac{1}{12}", "0.083333", True),
+    ("\\frac{1}{3\\cdot 10^{9}}", "3.33333333\\cdot 10^{-10}", True), ("2/3", "0.666667", True),
+    ("\\frac{1}{2^{99}}", "2^{-99}", True), ("\\pi", "3.141593", True), ("\\sqrt{2}", "1.41421356", True),
+    # where math-verify is strict, so are we
+    ("1/3", "0.33333", False), ("1000000", "1000000.4", False), ("\\frac{1}{12}", "0.08", False),
+])
+def test_math_equality_is_relative_and_no_coarser_than_the_numbers(gold, pred, right):
+    assert verify_math(gold, r(f"\\boxed{{{pred}}}")) is right
+    assert answers_equivalent(gold, pred) is right
+
+
+def test_math_spacing_never_changes_the_answer():
+    for pred in ("\\frac{1}{2}", " \\frac {1}{2} ", "\\,\\frac{1}{2}\\!", "\\frac{1}{\\ 2}", "\\frac{1}{2}\\quad"):
+        assert verify_math("0.5", r(f"\\boxed{{{pred}}}")) is True, pred
+        assert extract_answer(r(f"\\boxed{{{pred}}}")) == "\\frac{1}{2}", pred
+    assert verify_math("x y", r("\\boxed{x \\cdot y}")) is True  # the space that ends \\cdot is kept
+    assert verify_math("1000", r("\\boxed{1\\,000}")) is True
 
 
 def test_answers_equivalent_for_voting():
@@ -122,6 +178,27 @@ def test_science_accepts_both_conventions():
         assert verify_science(p, r(ok)) is True, ok
     for bad in ("\\boxed{C}", "Answer: C", "", "17 m/s", "\\boxed{17}"):
         assert verify_science(p, r(bad)) is False, bad
+
+
+@pytest.mark.parametrize("answer", [
+    "\\boxed{B: Mitochondrial DNA is inherited maternally}", "\\boxed{(B) 42 kJ}", "\\boxed{B.}", "\\boxed{\\textbf{B}}",
+    "\\boxed{\\mathrm{B}}", "Answer: **B**", "**Answer:** B", "\\boxed{\\text{(B)}}", "B)", "B) 42 kJ",
+    "The correct option is B", "the answer is option (b)", "Therefore, option (b).", "Final answer: B",
+    "So the answer is B.", "**B**", "$\\boxed{\\text{Option B}}$", "\\boxed{\\,B\\,}", "Answer:\\ B",
+    "the correct choice: (b)", "Answer: A\nWait, A ignores friction.\nAnswer: B", "\\boxed{\\textbf{(B)} 42 kJ}",
+    "The answer is B because the rate doubles.",
+])
+def test_every_common_way_to_state_a_choice(answer):
+    assert extract_answer(r(answer), "science") == "B"
+
+
+@pytest.mark.parametrize("answer", [
+    "The answer is a complex number.", "Option A is incorrect because the rate doubles.", "A cell divides.",
+    "I think A is wrong, and B is right.", "\\boxed{A, C}", "\\boxed{42 kJ}", "Answer: A cell wall protects it.",
+    "\\boxed{B} then \\boxed{C", "Answer: B\n\\boxed{17}",
+])
+def test_no_letter_is_invented_from_prose(answer):
+    assert extract_answer(r(answer), "science") is None
 
 
 # -------------------------------------------------------------------------------------------- other

@@ -191,6 +191,23 @@ def test_writes_outside_are_refused_by_the_kernel(tmp_path):
     assert not os.path.exists(stray)  # /tmp is a private, root-owned tmpfs in there (or unwritable)
 
 
+@needs("fs_view")
+def test_private_root_shows_no_host_files(tmp_path):
+    """Datasets (which hold the hidden tests), this repository and other runs do not exist in the sandbox."""
+    secret = tmp_path / "tests.json"
+    secret.write_text("[]")
+    secret.chmod(0o644)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = run(f"""
+        import os
+        print([os.path.exists(p) for p in ({str(secret)!r}, {repo!r}, "/proc/self", "/home")])
+        import json, fractions, decimal, heapq   # the interpreter and its stdlib still work
+        print(json.dumps(str(fractions.Fraction(1, 3))))
+    """)
+    assert r.status == "ok", r.stderr
+    assert r.stdout.splitlines() == ["[False, False, False, False]", '"1/3"']
+
+
 @pytest.fixture()
 def listener():
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -284,6 +301,7 @@ def test_run_tests_pass_fail_and_failed_test():
     tests = ["assert double(1) == 2", "assert double(2) == 4", "assert double(3) == 6", "assert double(4) == 8"]
     r = run_tests(code, tests[:2], **LIMITS)
     assert (r.status, r.passed, r.tests_passed, r.failed_test) == ("ok", True, 2, None)
+    assert "separate_grader" in r.enforced
     r = run_tests(code, tests, **LIMITS)
     assert (r.status, r.passed, r.tests_passed) == ("error", False, 2)
     assert (r.failed_test.index, r.failed_test.text, r.failed_test.error_type) == (2, tests[2], "AssertionError")

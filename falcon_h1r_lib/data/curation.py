@@ -15,7 +15,6 @@ checker, not an LLM judge; the paper's "keep a few particularly hard incorrect t
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import math
 import random
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from falcon_h1r_lib.rewards.format import quality_issues
 
 DOMAINS = ("math", "code", "science", "other")  # == data.tasks.DOMAINS (a test pins it)
 LEVELS = (1, 2, 3, 4, 5)
@@ -251,75 +252,16 @@ def validate_schema(
 # 2. Quality filters ([P] §2.1)
 # --------------------------------------------------------------------------------------------
 
-_FENCE = re.compile(r"```([A-Za-z0-9_+#-]*)[ \t]*\n(.*?)```", re.S)
-_PY_TAGS = ("", "python", "py", "python3")
-
-
-def split_response(response: str) -> tuple[str, str] | None:
-    """(reasoning, final answer part) of ``<think> ... </think> answer``, or None if malformed."""
-    start, end = response.find("<think>"), response.find("</think>")
-    if start < 0 or end < start or response.count("</think>") != 1:
-        return None
-    return response[start + len("<think>") : end].strip(), response[end + len("</think>") :].strip()
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (balanced braces), or None."""
-    i = text.rfind("\\boxed{")
-    if i < 0:
-        return None
-    depth, j = 0, i + len("\\boxed")
-    for k in range(j, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[k], 0)
-        if depth == 0:
-            return text[j + 1 : k]
-    return None
-
-
-def code_block(text: str) -> tuple[str, str] | None:
-    """(language tag, code) of the last fenced block in ``text``."""
-    blocks = _FENCE.findall(text)
-    return (blocks[-1][0].lower(), blocks[-1][1]) if blocks else None
-
-
 def quality_reason(row: Row) -> str | None:
-    """Why a trace fails the paper's quality filters, or None if it passes."""
-    parts = split_response(row["response"])
-    if parts is None:
-        return "no_think_block"
-    reasoning, final = parts
-    if not reasoning:
-        return "empty_reasoning"
-    if not final:
-        return "empty_answer" if not _answer_in(reasoning, row["domain"]) else "answer_inside_think"
-    dom = row["domain"]
-    if dom == "math":
-        if last_boxed(final) is None:
-            return "answer_inside_think" if last_boxed(reasoning) is not None else "missing_boxed"
-        if not last_boxed(final).strip():
-            return "empty_answer"
-    elif dom == "code":
-        blk = code_block(final)
-        if blk is None:
-            return "answer_inside_think" if code_block(reasoning) is not None else "missing_code_block"
-        tag, code = blk
-        if tag not in _PY_TAGS:
-            return "wrong_language"
-        try:
-            ast.parse(code)
-        except SyntaxError:
-            return "code_syntax_error"
-    return None
-
-
-def _answer_in(text: str, domain: str) -> bool:
-    return (domain == "math" and last_boxed(text) is not None) or (
-        domain == "code" and code_block(text) is not None
-    )
+    """Why a trace fails the paper's quality filters, or None if it passes: the first issue the shared
+    response reader finds (`rewards.format.quality_issues`), so SFT keeps exactly what RL would reward."""
+    issues = quality_issues(row, row["response"])
+    return issues[0] if issues else None
 
 
 def quality_filter(rows: Sequence[Row]) -> tuple[list[Row], StepReport]:
-    """Empty reasoning / answer, answer not after ``</think>``, no ``\\boxed{}`` (math), unparsable code."""
+    """Format violations, empty reasoning / answer, answer only inside the thought, no final ``\\boxed{}``
+    (math), no stated choice (science), a final block that is not parsable Python (code)."""
     kept, reasons = [], Counter()
     for row in rows:
         why = quality_reason(row)

@@ -9,26 +9,44 @@ the threshold is never calibrated with one definition and applied with another (
   group, the mean of all its tokens (official offline rule); it is never stopped online (no full window).
 - An empty trace (no generated token) scores 0.0: C_i >= 0 always, so 0 is the least confident value
   (the official code's `[0]` rule), and such a trace falls below any calibrated threshold.
-- Window means come from a float64 running sum (`np.cumsum`, a sequential sum), and the online stopper
-  accumulates the same sum token by token, so online and offline window means are bit-identical.
+- Log-probs are validated once, in `token_confidence` (every path reaches C_i through it): a non-finite
+  value or vLLM's -9999.0 stand-in for -inf raises, naming the trace; nothing is clamped.
+- C_i sums the k log-probs in rank order, and window means come from a float64 running sum (`np.cumsum`,
+  a sequential sum); the online stopper and the vLLM logits processor (`vllm_stop`) add in the same
+  order, so online, in-engine and offline window means are bit-identical.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 SCORE_NAMES = ("mean", "bottom10", "lowest_group", "tail")  # [P] Eq. 3, 5, 6, 7
 DEFAULT_TOPK = 20  # k of C_i ([P] App. G.3, official code conf_topk=20)
+# vLLM's OpenAI-compatible server writes a -inf log-prob as -9999.0 (JSON has no -inf): `max(logprob, -9999.0)`
+# in vllm/entrypoints/openai/completion/serving.py and chat_completion/serving.py (vllm 0.31).
+VLLM_LOGPROB_FLOOR = -9999.0
 
 
-def token_confidence(topk_logprobs, k: int | None = DEFAULT_TOPK) -> np.ndarray:
+def trace_name(trace) -> str:
+    """How errors name a `generation.Trace`: its problem id and sample index."""
+    return f"problem {getattr(trace, 'problem_id', None)!r} sample {getattr(trace, 'sample_index', None)}"
+
+
+def token_confidence(topk_logprobs, k: int | None = DEFAULT_TOPK, *, trace: str | Callable[[int], str] | None = None
+                     ) -> np.ndarray:
     """C_i = -mean of the k largest raw log-probs at each position: (n, K) -> (n,) float64 ([P] Eq. 2).
 
     The columns must be sorted by decreasing log-prob (as `generation.Trace` stores them); k=None uses
     every column. A position with fewer than k columns is an error, not a silent shorter mean.
+    The one entry point for log-probs, so it refuses what is not a finite log-prob above VLLM_LOGPROB_FLOOR
+    (-inf, NaN, +inf, and -9999.0, vLLM's JSON stand-in for -inf), naming `trace` (a name, or row -> name for
+    a batch of decode steps): there C_i is infinite (and every later window NaN), or the clamp adds 9999/k
+    (~500 at k = 20) to C_i at that token, either way ranking traces by an artefact. Raw log-probs of a full vocabulary
+    (log_softmax of finite logits, vLLM logprobs_mode="raw_logprobs") are always finite, so this only fires on
+    processed (top-k / top-p masked) or server-clamped log-probs; no clamp is applied anywhere.
     """
     lp = np.asarray(topk_logprobs)
     if lp.ndim != 2:
@@ -40,7 +58,19 @@ def token_confidence(topk_logprobs, k: int | None = DEFAULT_TOPK) -> np.ndarray:
     if lp.shape[0] and lp.shape[1] == 0:
         raise ValueError("token_confidence: the trace stores no top-k log-probs (logprobs_topk=0)")
     lp = np.ascontiguousarray(lp, dtype=np.float64)
-    return -(lp.sum(axis=1) / lp.shape[1]) if lp.shape[0] else np.zeros(0)
+    bad = ~(lp > VLLM_LOGPROB_FLOOR) | ~np.isfinite(lp)  # NaN fails the comparison, +inf the finiteness
+    if bad.any():
+        i, j = (int(x) for x in np.argwhere(bad)[0])
+        name = (trace(i) if callable(trace) else trace) or "an unnamed trace"
+        where = "its current token" if callable(trace) else f"token {i}"  # a batch of steps: row i is a trace
+        raise ValueError(
+            f"token_confidence: {name}: top-{lp.shape[1]} log-prob at {where}, rank {j} is {lp[i, j]!r} "
+            f"({int(bad.sum())} such values): not a finite log-prob above {VLLM_LOGPROB_FLOOR} (vLLM's stand-in "
+            "for -inf); store raw log-probs of the full vocabulary (vLLM logprobs_mode='raw_logprobs')")
+    total = np.zeros(lp.shape[0])
+    for j in range(lp.shape[1]):  # sequential in rank order, as the vLLM stop processor sums on its device
+        total += lp[:, j]
+    return -(total / lp.shape[1])
 
 
 def _cumsum(conf: np.ndarray) -> np.ndarray:
@@ -137,9 +167,9 @@ class RunningGroupConfidence:
 
 def confidences_of(traces: Sequence, k: int | None = DEFAULT_TOPK) -> list[np.ndarray]:
     """Token confidences of several `generation.Trace` records (their raw `topk_logprobs`)."""
-    return [token_confidence(t.topk_logprobs, k) for t in traces]
+    return [token_confidence(t.topk_logprobs, k, trace=trace_name(t)) for t in traces]
 
 
-__all__ = ["DEFAULT_TOPK", "SCORE_NAMES", "RunningGroupConfidence", "bottom_group_confidence",
+__all__ = ["DEFAULT_TOPK", "SCORE_NAMES", "VLLM_LOGPROB_FLOOR", "RunningGroupConfidence", "bottom_group_confidence",
            "confidences_of", "first_window_below", "group_confidences", "lowest_group_confidence",
-           "mean_confidence", "tail_confidence", "token_confidence", "trace_scores"]
+           "mean_confidence", "tail_confidence", "token_confidence", "trace_name", "trace_scores"]

@@ -10,11 +10,11 @@ Live runs (`mode: live|both`) execute Algorithm 2 through the backend's stop hoo
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from falcon_h1r_lib.config import ConfigError, DeepConfConfig, resolve_path
-from falcon_h1r_lib.deepconf.confidence import SCORE_NAMES, token_confidence, trace_scores
+from falcon_h1r_lib.deepconf.confidence import SCORE_NAMES, token_confidence, trace_name, trace_scores
 from falcon_h1r_lib.deepconf.offline import (
     NO_ANSWER,
     AnswerBook,
@@ -65,7 +65,7 @@ def score_pool(problem_id: str, traces: Sequence, answers: Sequence[str | None],
     book = AnswerBook(domain)
     labels = np.array([book.label(a) for a in answers], dtype=np.int64)
     verdicts = np.array([np.nan if c is None else float(bool(c)) for c in correct])
-    confs = [token_confidence(t.topk_logprobs, topk) for t in traces]
+    confs = [token_confidence(t.topk_logprobs, topk, trace=trace_name(t)) for t in traces]
     per = [trace_scores(c, window, tail, bottom_percent) for c in confs]
     label_correct: dict[int, float] = {NO_ANSWER: 0.0}
     for lab, v in zip(labels.tolist(), verdicts.tolist(), strict=True):
@@ -78,14 +78,15 @@ def score_pool(problem_id: str, traces: Sequence, answers: Sequence[str | None],
                 for c, lab, t in zip(confs, labels.tolist(), traces, strict=True)])
 
 
-def online_variants(cfg: DeepConfConfig) -> dict[str, OnlineSettings]:
-    """DeepConf-low/-high ([P] eta 10 / 90), budget-only and with the consensus stop."""
+def online_variants(cfg: DeepConfConfig, wave: int = 1) -> dict[str, OnlineSettings]:
+    """DeepConf-low/-high ([P] eta 10 / 90), budget-only and with the consensus stop. `wave` = 1 checks
+    consensus before every trace (Alg. 2; the replayed curves); live runs pass `cfg.live_wave`."""
     out = {}
     for name, eta in (("low", cfg.keep_top_percent), ("high", cfg.keep_top_percent_high)):
         for suffix, tau in (("", None), ("+consensus", cfg.consensus_tau)):
             out[f"deepconf-{name}{suffix}"] = OnlineSettings(
                 budget=cfg.budget, n_init=cfg.n_init, keep_top_percent=eta, window=cfg.window,
-                consensus_tau=tau, wave=cfg.online_wave, topk=cfg.topk)
+                consensus_tau=tau, wave=wave, topk=cfg.topk)
     return out
 
 
@@ -212,32 +213,36 @@ def figure1_frame(curves: Mapping[tuple[str, str], pd.DataFrame], budget: int) -
 # --------------------------------------------------------------------------------------------
 
 
-def eval_config(cfg: DeepConfConfig):
-    """The evaluation stage's config for loading models and rendering prompts the same way."""
-    from falcon_h1r_lib.config import EvaluationConfig
+def backend_spec(cfg: DeepConfConfig, model_path: str):
+    """The `generation.BackendSpec` of one model; `vllm_stop: logits_processor` loads the EOS-forcing
+    processor into the engine by name (`vllm_stop.PROCESSOR_FQCN`)."""
+    from falcon_h1r_lib.deepconf.vllm_stop import PROCESSOR_FQCN
+    from falcon_h1r_lib.generation import BackendSpec
 
-    return EvaluationConfig.from_dict({
-        "profile": cfg.profile, "seed": cfg.seed, "benchmarks": tuple(cfg.benchmarks), "backend": cfg.backend,
-        "model_revision": cfg.model_revision, "batch_size": cfg.batch_size, "device": cfg.device, "dtype": cfg.dtype,
-        "vllm": dict(cfg.vllm), "system_prompt": cfg.system_prompt, "eval_sources_file": cfg.eval_sources_file,
-        "allow_unpinned": cfg.allow_unpinned, "local_files": dict(cfg.local_files), "logprobs_topk": cfg.topk,
-    }, source=f"{cfg.STAGE} -> 05_evaluation")
+    vllm = dict(cfg.vllm) if cfg.backend == "vllm" else {}
+    if cfg.backend == "vllm" and cfg.vllm_stop == "logits_processor":
+        kwargs = dict(vllm.get("engine_kwargs", {}))
+        kwargs["logits_processors"] = [*kwargs.get("logits_processors", []), PROCESSOR_FQCN]
+        vllm["engine_kwargs"] = kwargs
+    return BackendSpec(model=model_path, backend=cfg.backend, revision=cfg.model_revision, dtype=cfg.dtype,
+                       device=cfg.device, batch_size=cfg.batch_size, seed=cfg.seed, vllm=vllm,
+                       progress=cfg.backend == "vllm")
 
 
 def make_backend(cfg: DeepConfConfig, model_path: str):
-    """(backend, tokenizer); with vLLM and `vllm_stop: logits_processor` the engine gets the EOS-forcing
-    processor and live runs go through `vllm_stop.VLLMLogitsStopBackend`."""
-    from falcon_h1r_lib.evaluation.pipeline import make_backend as eval_backend
+    """(backend, tokenizer) from the one factory; live runs on vLLM with `vllm_stop: logits_processor` go
+    through `vllm_stop.VLLMLogitsStopBackend`."""
+    from falcon_h1r_lib.generation import make_backend as factory
 
-    ecfg = eval_config(cfg)
+    try:
+        backend, tok = factory(backend_spec(cfg, model_path))
+    except ValueError as err:
+        raise ConfigError(f"{cfg.STAGE}: {err}") from err
     if cfg.backend == "vllm" and cfg.vllm_stop == "logits_processor":
-        from falcon_h1r_lib.deepconf.vllm_stop import VLLMLogitsStopBackend, vllm_engine_kwargs
+        from falcon_h1r_lib.deepconf.vllm_stop import VLLMLogitsStopBackend
 
-        kwargs = dict(cfg.vllm.get("engine_kwargs", {})) | vllm_engine_kwargs()
-        ecfg = dataclasses.replace(ecfg, vllm={**cfg.vllm, "engine_kwargs": kwargs})
-        backend, tok = eval_backend(ecfg, model_path)
         return VLLMLogitsStopBackend(backend), tok
-    return eval_backend(ecfg, model_path)
+    return backend, tok
 
 
 def _requests(cfg: DeepConfConfig, problems, tokenizer) -> list:
@@ -259,47 +264,84 @@ def load_problems(cfg: DeepConfConfig, bench) -> list[dict]:
                                allow_unpinned=cfg.allow_unpinned, local_files=local)
 
 
-def generate_pool(cfg: DeepConfConfig, bench, backend, tokenizer, model: str, path: Path) -> tuple[list, list, dict]:
-    """(problems, traces, info): `pool_size` complete traces per problem (no stopping), stored as Parquet
-    under `path` and reused when model, problems and sampling are unchanged (`reuse_pools`)."""
-    from falcon_h1r_lib.generation import read_traces, read_traces_metadata, write_traces
+def pool_file(folder: Path, problem_id: str) -> Path:
+    """`folder/<readable id>-<hash>.parquet`: one file per problem, whatever characters its id holds."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", problem_id)[:60]
+    return folder / f"{readable}-{hashlib.sha1(problem_id.encode()).hexdigest()[:8]}.parquet"
+
+
+def stream_traces(backend, requests: Sequence, sampling) -> Iterator:
+    """Finished traces of `requests` as the backend completes them (`stream`), else request by request."""
+    stream = getattr(backend, "stream", None)
+    if callable(stream):
+        yield from stream(requests, sampling)
+        return
+    for r in requests:
+        yield from backend.generate([r], sampling)
+
+
+def generate_pools(cfg: DeepConfConfig, bench, backend, tokenizer, model: str, folder: Path) -> tuple[list, dict]:
+    """(problems, info): `pool_size` complete traces per problem (no stopping), one Parquet per problem under
+    `folder`. Streamed: a problem's file is written as soon as its traces are complete, so host memory holds
+    the in-flight problems only; a problem whose file carries the same key (model weights, prompt,
+    sampling) is not sampled again (`reuse_pools`), so an interrupted run resumes where it stopped."""
+    from falcon_h1r_lib.generation import read_traces_metadata, write_traces
+    from falcon_h1r_lib.models.identity import weights_fingerprint
 
     problems = load_problems(cfg, bench)
     requests = _requests(cfg, problems, tokenizer)
     sampling = _sampling(cfg, bench, cfg.pool_size)
-    from falcon_h1r_lib.models.identity import weights_fingerprint
-
-    key = hashlib.sha256(json.dumps({"model": f"{model}#{weights_fingerprint(model)}", "sampling": sampling.to_dict(), "prompts": [[r.problem_id, r.prompt] for r in requests]},
-                                    sort_keys=True).encode()).hexdigest()[:16]
-    if cfg.reuse_pools and path.exists() and read_traces_metadata(path).get("key") == key:
-        meta = read_traces_metadata(path)
-        return problems, read_traces(path), {"reused": True, "generate_seconds": meta.get("generate_seconds")}
+    model_id = f"{model}#{weights_fingerprint(model)}"
+    keys = {r.problem_id: hashlib.sha256(json.dumps(
+        {"model": model_id, "sampling": sampling.to_dict(), "prompt": [r.problem_id, r.prompt]},
+        sort_keys=True).encode()).hexdigest()[:16] for r in requests}
+    files = {pid: pool_file(folder, pid) for pid in keys}
+    done = {pid for pid, f in files.items()
+            if cfg.reuse_pools and f.exists() and read_traces_metadata(f).get("key") == keys[pid]}
+    todo = [r for r in requests if r.problem_id not in done]
+    manifest = folder / "pool.json"
+    run_key = hashlib.sha256(json.dumps(sorted(keys.values())).encode()).hexdigest()[:16]
+    if not todo:
+        meta = json.loads(manifest.read_text()) if manifest.exists() else {}
+        seconds = meta.get("generate_seconds") if meta.get("key") == run_key else None
+        return problems, {"reused": True, "generate_seconds": seconds}
     start = time.perf_counter()
-    traces = getattr(backend, "backend", backend).generate(requests, sampling)
+    pending: dict[str, list] = {}
+    for t in stream_traces(getattr(backend, "backend", backend), todo, sampling):
+        mine = pending.setdefault(t.problem_id, [])
+        mine.append(t)
+        if len(mine) == sampling.n:
+            write_traces(sorted(pending.pop(t.problem_id), key=lambda x: x.sample_index), files[t.problem_id],
+                         metadata={"key": keys[t.problem_id], "model": model, "benchmark": bench.name,
+                                   "sampling": sampling.to_dict(), "config_hash": cfg.config_hash()})
+    if pending:
+        raise RuntimeError(f"{bench.name}: the backend returned an incomplete pool for {sorted(pending)[:3]}")
     seconds = time.perf_counter() - start
-    write_traces(traces, path, metadata={"key": key, "model": model, "benchmark": bench.name, "sampling": sampling.to_dict(),
-                                         "generate_seconds": seconds, "config_hash": cfg.config_hash()})
-    return problems, traces, {"reused": False, "generate_seconds": seconds}
+    whole = not done  # a partial resume cannot time the whole pool
+    manifest.write_text(json.dumps({"key": run_key, "generate_seconds": seconds if whole else None,
+                                    "problems": len(keys)}) + "\n")
+    return problems, {"reused": False, "resumed_problems": len(done), "generate_seconds": seconds if whole else None}
 
 
-def pools_from_traces(cfg: DeepConfConfig, problems: Sequence[Mapping], traces: Sequence) -> tuple[list[ProblemPool], dict]:
-    """Grade (shared verifiers) and score the traces of each problem; also time the confidence computation."""
+def pools_from_files(cfg: DeepConfConfig, problems: Sequence[Mapping], folder: Path) -> tuple[list[ProblemPool], dict]:
+    """Grade (shared verifiers) and score each problem's pool file, one problem in memory at a time; also
+    time the confidence computation."""
     from falcon_h1r_lib.evaluation import grade_all
+    from falcon_h1r_lib.generation import read_traces
 
-    grades = grade_all(problems, traces, max_workers=2)
-    by: dict[str, list[int]] = {}
-    for i, t in enumerate(traces):
-        by.setdefault(t.problem_id, []).append(i)
-    pools = []
-    start = time.perf_counter()
+    pools, score_s, n_traces, n_tokens = [], 0.0, 0, 0
     for p in problems:
-        idx = sorted(by.get(str(p["id"]), []), key=lambda i: traces[i].sample_index)
-        pools.append(score_pool(str(p["id"]), [traces[i] for i in idx],
-                                [None if pd.isna(a) else a for a in grades["answer"].iloc[idx]],
-                                [None if pd.isna(c) else bool(c) for c in grades["correct"].iloc[idx]],
+        pid = str(p["id"])
+        traces = sorted(read_traces(pool_file(folder, pid)), key=lambda t: t.sample_index)
+        grades = grade_all([p], traces, max_workers=2)
+        start = time.perf_counter()
+        pools.append(score_pool(pid, traces, [None if pd.isna(a) else a for a in grades["answer"]],
+                                [None if pd.isna(c) else bool(c) for c in grades["correct"]],
                                 p["domain"], cfg.window, cfg.tail_tokens, cfg.bottom_percent, cfg.topk))
-    return pools, {"score_seconds": time.perf_counter() - start, "n_traces": len(traces),
-                   "n_tokens": int(sum(t.n_tokens for t in traces))}
+        score_s += time.perf_counter() - start
+        n_traces += len(traces)
+        n_tokens += int(sum(t.n_tokens for t in traces))
+    return pools, {"score_seconds": score_s, "n_traces": n_traces, "n_tokens": n_tokens}
 
 
 def live_run(cfg: DeepConfConfig, bench, backend, tokenizer) -> dict[str, Any]:
@@ -315,7 +357,7 @@ def live_run(cfg: DeepConfConfig, bench, backend, tokenizer) -> dict[str, Any]:
 
         return books[pid].label(extract_answer(trace.completion, by_id[pid]["domain"]) if trace.completion.strip() else None)
 
-    settings = online_variants(cfg)["deepconf-low+consensus"]
+    settings = online_variants(cfg, wave=cfg.live_wave)["deepconf-low+consensus"]
     live = run_online_live(backend, _requests(cfg, problems, tokenizer), _sampling(cfg, bench, 1), settings, label_of)
     correct = []
     for pid, res in live.results.items():
@@ -331,7 +373,7 @@ def live_run(cfg: DeepConfConfig, bench, backend, tokenizer) -> dict[str, Any]:
             "consensus_stops": int(sum(r.consensus_stop for r in live.results.values())),
             "generate_seconds": live.generate_seconds, "hook_seconds": live.hook_seconds,
             "confidence_share_of_generation": live.hook_seconds / live.generate_seconds if live.generate_seconds else None,
-            "discarded_tokens": live.discarded_tokens}
+            "wave": cfg.live_wave}
 
 
 def run(cfg: DeepConfConfig, models: Mapping[str, str] | None = None, backends: Mapping[str, tuple] | None = None,
@@ -349,25 +391,32 @@ def run(cfg: DeepConfConfig, models: Mapping[str, str] | None = None, backends: 
     curves: dict[tuple[str, str], pd.DataFrame] = {}
     metrics: dict[str, Any] = {"models": {}}
     for label, path in models.items():
-        backend, tokenizer = (backends or {}).get(label) or make_backend(cfg, str(path))
+        given = (backends or {}).get(label)
+        backend, tokenizer = given or make_backend(cfg, str(path))
         metrics["models"][label] = {}
-        for name in cfg.benchmarks:
-            bench = get_benchmark(name, cfg.profile)
-            entry: dict[str, Any] = {}
-            if cfg.mode in ("replay", "both"):
-                problems, traces, info = generate_pool(cfg, bench, backend, tokenizer, str(path),
-                                                       out / "pools" / label / f"{bench.name}.parquet")
-                pools, sinfo = pools_from_traces(cfg, problems, traces)
-                c = scaling_curves(pools, cfg)
-                c.to_csv(out / f"curves_{label}_{bench.name}.csv", index=False)
-                curves[(label, bench.name)] = c
-                gen_s = info.get("generate_seconds")
-                entry.update({"pool": {**info, **sinfo, "confidence_share_of_generation":
-                                       sinfo["score_seconds"] / gen_s if gen_s else None},
-                              "at_budget": summary_at(c, cfg.budget)})
-            if cfg.mode in ("live", "both"):
-                entry["live"] = live_run(cfg, bench, backend, tokenizer)
-            metrics["models"][label][bench.name] = entry
+        try:
+            for name in cfg.benchmarks:
+                bench = get_benchmark(name, cfg.profile)
+                entry: dict[str, Any] = {}
+                if cfg.mode in ("replay", "both"):
+                    folder = out / "pools" / label / bench.name
+                    problems, info = generate_pools(cfg, bench, backend, tokenizer, str(path), folder)
+                    pools, sinfo = pools_from_files(cfg, problems, folder)
+                    c = scaling_curves(pools, cfg)
+                    c.to_csv(out / f"curves_{label}_{bench.name}.csv", index=False)
+                    curves[(label, bench.name)] = c
+                    gen_s = info.get("generate_seconds")
+                    entry.update({"pool": {**info, **sinfo, "confidence_share_of_generation":
+                                           sinfo["score_seconds"] / gen_s if gen_s else None},
+                                  "at_budget": summary_at(c, cfg.budget)})
+                if cfg.mode in ("live", "both"):
+                    entry["live"] = live_run(cfg, bench, backend, tokenizer)
+                metrics["models"][label][bench.name] = entry
+        finally:
+            if given is None:  # one engine alive at a time
+                from falcon_h1r_lib.generation import close_backend
+
+                close_backend(backend)
     if curves:
         t7 = table7_frame(curves, cfg.budget)
         f1 = figure1_frame(curves, cfg.budget)
@@ -397,6 +446,6 @@ def _jsonable(obj):
     return obj
 
 
-__all__ = ["MAJORITY", "PASS1", "ProblemPool", "at_budget", "eval_config", "figure1_frame", "generate_pool",
-           "live_run", "make_backend", "online_variants", "pools_from_traces", "run", "scaling_curves", "score_pool",
-           "summary_at", "table7_frame"]
+__all__ = ["MAJORITY", "PASS1", "ProblemPool", "at_budget", "backend_spec", "figure1_frame", "generate_pools",
+           "live_run", "make_backend", "online_variants", "pool_file", "pools_from_files", "run", "scaling_curves",
+           "score_pool", "stream_traces", "summary_at", "table7_frame"]

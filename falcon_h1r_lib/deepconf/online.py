@@ -12,8 +12,10 @@ Decisions on the paper's ambiguities (reference deepconf.md §3.1):
 3. s = np.percentile(warm-up lowest-group scores, 100 - eta) (numpy linear), as the official code.
 4. A trace that finishes with lowest-group score < s does not vote (§4.3: the offline filter reapplied);
    a trace shorter than the window is never stopped and votes only if its mean >= s.
-5. Consensus is checked before each wave of `wave` new traces (Alg. 2: wave = 1, one trace at a time);
-   with `consensus_tau=None` it is the budget-only variant the official code runs.
+5. Consensus is checked before each wave of `wave` new traces. Alg. 2 is wave = 1 (before every trace):
+   replayed curves always use it; live runs may start larger waves to keep an engine's batch full (then
+   a run can overshoot the trace where consensus was reached by up to wave - 1 traces). With
+   `consensus_tau=None` it is the budget-only variant the official code runs.
 6. Fallback when no trace is kept: the lowest-group-weighted vote of every finished trace with an answer
    (warm-up included); no answer when there is none (reference §8.7).
 Every generated token is counted: warm-up traces whole, stopped traces up to and including their stop token.
@@ -33,6 +35,7 @@ from falcon_h1r_lib.deepconf.confidence import (
     RunningGroupConfidence,
     group_confidences,
     token_confidence,
+    trace_name,
 )
 from falcon_h1r_lib.deepconf.offline import NO_ANSWER, VoteResult, threshold_from, weighted_vote
 
@@ -46,7 +49,7 @@ class OnlineSettings:
     keep_top_percent: float = 10.0  # eta: 10 = DeepConf-low (s = 90th pct), 90 = DeepConf-high
     window: int = 2048  # n, group window in tokens; paper 2048
     consensus_tau: float | None = 0.95  # tau; None = budget-only (official code)
-    wave: int = 1  # traces started between consensus checks; Alg. 2: 1
+    wave: int = 1  # traces started between consensus checks; Alg. 2: 1 (live runs may batch more)
     topk: int = DEFAULT_TOPK  # k of C_i; paper 20
 
     def __post_init__(self) -> None:
@@ -233,9 +236,8 @@ def _replay(pool: Sequence[OnlineTrace], settings: OnlineSettings, checkpoints: 
 class ConfidenceStopHook:
     """`generation.StopHook`: stop a sequence at the first full window whose mean C_G is below s.
 
-    plan: problem_id -> (threshold s, first sample index, end sample index); rows of other sample
-    indices are stopped at their first token and discarded by the caller (the backends number samples
-    from 0, so a wave of samples [lo, hi) is generated as n = hi with the rows below lo cut at once).
+    plan: problem_id -> (threshold s, first sample index, end sample index) of the wave being generated
+    (`SamplingConfig.first_sample_index` = first, n = end - first); a row outside its wave is an error.
     `seconds` accumulates the time spent here (the confidence overhead).
     """
 
@@ -248,13 +250,13 @@ class ConfidenceStopHook:
 
     def __call__(self, step) -> list[bool]:
         start = time.perf_counter()
-        conf = token_confidence(np.asarray(step.topk_logprobs, dtype=np.float32), self.topk)  # (A,)
+        conf = token_confidence(np.asarray(step.topk_logprobs, dtype=np.float32), self.topk,  # (A,)
+                                trace=lambda row: f"problem {step.problem_ids[row]!r} sample {step.sample_indices[row]}")
         flags = []
         for row, (pid, i) in enumerate(zip(step.problem_ids, step.sample_indices, strict=True)):
             s, lo, hi = self.plan[pid]
             if not lo <= i < hi:
-                flags.append(True)
-                continue
+                raise ValueError(f"ConfidenceStopHook: {pid!r} sample {i} outside its planned wave [{lo}, {hi})")
             key = (pid, i)
             run = self.state.get(key)
             if run is None or run.n_tokens >= step.n_generated[row]:  # new sequence
@@ -273,7 +275,6 @@ class LiveRun:
     traces: dict[str, list]  # problem_id -> generation.Trace in start order (warm-up first)
     generate_seconds: float  # wall time inside backend.generate
     hook_seconds: float  # of which in the confidence stop hook
-    discarded_tokens: int  # tokens of rows cut at once because they lay outside a wave
 
 
 def run_online_live(backend, requests: Sequence, sampling, settings: OnlineSettings,
@@ -281,8 +282,10 @@ def run_online_live(backend, requests: Sequence, sampling, settings: OnlineSetti
     """Algorithm 2 live on `requests` (one per problem), waves of all problems in lockstep.
 
     `label_of(problem_id, trace)` gives a trace's answer group (an `offline.AnswerBook` per problem).
-    Warm-up: one generate call with n = N_init and no hook. Each wave: n = the largest end index, the
-    `ConfidenceStopHook` cuts every sequence at its stop point.
+    Warm-up: one generate call with n = N_init and no hook. Then each wave of `settings.wave` new samples
+    per problem (indices [n_started, n_started + m), `first_sample_index`) goes through the backend with a
+    `ConfidenceStopHook` that cuts every sequence at its stop point; problems whose controller is done
+    (consensus or budget) drop out.
     """
     from falcon_h1r_lib.generation import GenerationRequest
 
@@ -292,42 +295,43 @@ def run_online_live(backend, requests: Sequence, sampling, settings: OnlineSetti
     ctls = {r.problem_id: OnlineController(settings) for r in requests}
     traces: dict[str, list] = {r.problem_id: [] for r in requests}
     gen_s = hook_s = 0.0
-    discarded = 0
 
     def to_online(pid, t):
-        conf = token_confidence(t.topk_logprobs, settings.topk)
+        conf = token_confidence(t.topk_logprobs, settings.topk, trace=trace_name(t))
         return OnlineTrace.from_conf(conf, settings.window, label_of(pid, t), t.sample_index)
 
     start = time.perf_counter()
-    warm = backend.generate(requests, dataclasses.replace(sampling, n=settings.n_init))
+    warm = backend.generate(requests, dataclasses.replace(sampling, n=settings.n_init, first_sample_index=0))
     gen_s += time.perf_counter() - start
     for r in requests:
         mine = [t for t in warm if t.problem_id == r.problem_id]
         traces[r.problem_id] += mine
         ctls[r.problem_id].warmup([to_online(r.problem_id, t) for t in mine])
     while True:
-        plan = {}
+        waves: dict[tuple[int, int], dict[str, tuple[float, int, int]]] = {}
         for r in requests:
             m = ctls[r.problem_id].next_wave()
             if m:
                 lo = ctls[r.problem_id].n_started
-                plan[r.problem_id] = (ctls[r.problem_id].threshold, lo, lo + m)
-        if not plan:
+                waves.setdefault((lo, lo + m), {})[r.problem_id] = (ctls[r.problem_id].threshold, lo, lo + m)
+        if not waves:
             break
-        hook = ConfidenceStopHook(plan, settings.window, settings.topk)
-        wave_requests = [r for r in requests if r.problem_id in plan]
-        n = max(hi for _, _, hi in plan.values())
-        start = time.perf_counter()
-        out = backend.generate(wave_requests, dataclasses.replace(sampling, n=n), stop_hook=hook)
-        gen_s += time.perf_counter() - start
-        hook_s += hook.seconds
-        for pid, (_, lo, hi) in plan.items():
-            mine = sorted((t for t in out if t.problem_id == pid), key=lambda t: t.sample_index)
-            discarded += sum(t.n_tokens for t in mine if not lo <= t.sample_index < hi)
-            wave = [t for t in mine if lo <= t.sample_index < hi]
-            traces[pid] += wave
-            ctls[pid].add_wave([to_online(pid, t) for t in wave])
-    return LiveRun({pid: c.result() for pid, c in ctls.items()}, traces, gen_s, hook_s, discarded)
+        for (lo, hi), plan in sorted(waves.items()):  # lockstep: one group unless budgets differ
+            hook = ConfidenceStopHook(plan, settings.window, settings.topk)
+            wave_requests = [r for r in requests if r.problem_id in plan]
+            start = time.perf_counter()
+            out = backend.generate(wave_requests, dataclasses.replace(sampling, n=hi - lo, first_sample_index=lo),
+                                   stop_hook=hook)
+            gen_s += time.perf_counter() - start
+            hook_s += hook.seconds
+            for pid in plan:
+                wave = sorted((t for t in out if t.problem_id == pid), key=lambda t: t.sample_index)
+                if [t.sample_index for t in wave] != list(range(lo, hi)):
+                    raise ValueError(f"{pid!r}: the backend returned samples {[t.sample_index for t in wave]}, "
+                                     f"expected [{lo}, {hi})")
+                traces[pid] += wave
+                ctls[pid].add_wave([to_online(pid, t) for t in wave])
+    return LiveRun({pid: c.result() for pid, c in ctls.items()}, traces, gen_s, hook_s)
 
 
 __all__ = ["ConfidenceStopHook", "LiveRun", "OnlineController", "OnlineResult", "OnlineSettings",

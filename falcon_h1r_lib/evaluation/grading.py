@@ -1,8 +1,10 @@
 """Grade sampled completions with the verifiers RL rewards with (STYLE 13: one verifier is reward and metric).
 
-Extraction and verdicts come from ``falcon_h1r_lib.rewards``: math reads the last ``\\boxed{}`` of the
-answer part and falls back to math-verify's own extraction when there is no box (math-verify alone merges
-every box of a response into one set); the verdict compares by string / exact rational, then math-verify.
+Extraction and verdicts come from ``falcon_h1r_lib.rewards``, whose one response reader (``rewards.format``)
+curation and DeepConf share: math reads the final ``\\boxed{}`` of the answer part (an unclosed final box
+is no answer) and falls back to math-verify's own extraction when there is no box (math-verify alone merges
+every box of a response into one set); the verdict compares exactly where it can, then with math-verify
+(vetoed for numbers it rounds together). A response with two ``</think>`` has no answer.
 A problem our verifiers cannot judge (e.g. IFBench's own constraint ids) gets verdict None with the reason
 in ``note``: counted as "no verdict", never as wrong.
 """
@@ -15,8 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from falcon_h1r_lib.rewards import extract_answer, format_ok, last_boxed, verify, verify_batch
-from falcon_h1r_lib.rewards.format import answer_part
+from falcon_h1r_lib.rewards import extract_answer, last_boxed, parse_response, verify, verify_batch
 from falcon_h1r_lib.rewards.instructions import RULES
 
 _SCIENCE_LETTERS = ("A", "B", "C", "D")
@@ -99,6 +100,7 @@ def ungradable_reason(problem: Mapping[str, Any]) -> str | None:
 def _grade(problem: Mapping[str, Any], trace: Any, verdict: bool | None, note: str) -> Grade:
     text = completion_text(trace)
     domain = problem["domain"]
+    parsed = parse_response(text)
     answer = extract_answer(text, domain) if text.strip() else None
     n_tokens = _get(trace, "n_tokens") if not isinstance(trace, str) else None
     return Grade(
@@ -106,8 +108,8 @@ def _grade(problem: Mapping[str, Any], trace: Any, verdict: bool | None, note: s
         sample_index=int(_get(trace, "sample_index", 0) or 0) if not isinstance(trace, str) else 0,
         correct=verdict,
         answer=answer,
-        has_boxed=last_boxed(answer_part(text)) is not None,
-        format_ok=format_ok(text),
+        has_boxed=last_boxed(parsed.answer) is not None,
+        format_ok=parsed.issue is None,
         empty=not text.strip(),
         finish_reason=_get(trace, "finish_reason") if not isinstance(trace, str) else None,
         n_tokens=int(n_tokens) if n_tokens is not None else None,

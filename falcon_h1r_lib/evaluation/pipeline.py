@@ -27,42 +27,24 @@ from falcon_h1r_lib.models.identity import weights_fingerprint
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def load_hf(cfg: EvaluationConfig, model_path: str):
-    """(model, tokenizer) through transformers; the tokenizer keeps its chat template (ours if it has none)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+def backend_spec(cfg: EvaluationConfig, model_path: str):
+    """The `generation.BackendSpec` of this evaluation's sampler for one model."""
+    from falcon_h1r_lib.generation import BackendSpec
 
-    from falcon_h1r_lib.tokenizer import load_falcon_tokenizer
-
-    dtype = getattr(torch, cfg.dtype, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ConfigError(f"{cfg.STAGE}: key 'dtype': {cfg.dtype!r} is not a torch dtype")
-    tokenizer = load_falcon_tokenizer(_path_or_id(cfg.tokenizer_name_or_path or model_path), revision=cfg.model_revision)
-    model = AutoModelForCausalLM.from_pretrained(_path_or_id(model_path), revision=cfg.model_revision, dtype=dtype)
-    return model.to(cfg.device).eval(), tokenizer
-
-
-def _path_or_id(name: str) -> str:
-    """A local checkpoint (relative paths from the repo root) or, failing that, a Hub id as given."""
-    local = resolve_path(name)
-    return str(local) if local.exists() else name
+    return BackendSpec(model=model_path, backend=cfg.backend, revision=cfg.model_revision,
+                       tokenizer=cfg.tokenizer_name_or_path or None, dtype=cfg.dtype, device=cfg.device,
+                       batch_size=cfg.batch_size, seed=cfg.seed, vllm=dict(cfg.vllm) if cfg.backend == "vllm" else {},
+                       progress=cfg.backend == "vllm")
 
 
 def make_backend(cfg: EvaluationConfig, model_path: str):
-    """(backend, tokenizer) for ``cfg.backend``; vLLM is imported only here, lazily."""
-    if cfg.backend == "hf":
-        from falcon_h1r_lib.generation import HFBackend
+    """(backend, tokenizer) for ``cfg.backend`` through the one factory (`generation.make_backend`)."""
+    from falcon_h1r_lib.generation import make_backend as factory
 
-        model, tokenizer = load_hf(cfg, model_path)
-        return HFBackend(model, tokenizer, batch_size=cfg.batch_size, progress=False), tokenizer
-    from falcon_h1r_lib.generation import VLLMBackend, VLLMConfig
-    from falcon_h1r_lib.tokenizer import load_falcon_tokenizer
-
-    tok_path = _path_or_id(cfg.tokenizer_name_or_path or model_path)
-    values = {"model": _path_or_id(model_path), "revision": cfg.model_revision, "dtype": cfg.dtype,
-              "tokenizer": tok_path, "seed": cfg.seed, **cfg.vllm}
-    backend = VLLMBackend(VLLMConfig.from_dict(values, source=f"{cfg.STAGE}: vllm"), progress=True)
-    return backend, load_falcon_tokenizer(tok_path, revision=cfg.model_revision)
+    try:
+        return factory(backend_spec(cfg, model_path))
+    except ValueError as err:
+        raise ConfigError(f"{cfg.STAGE}: {err}") from err
 
 
 def build_requests(problems: Sequence[Mapping[str, Any]], tokenizer, cfg: EvaluationConfig) -> list:
@@ -135,12 +117,19 @@ def evaluate_model(cfg: EvaluationConfig, model: str, label: str, out: Path, bac
     if not _LABEL.match(label):
         raise ConfigError(f"model label {label!r}: use letters, digits, '_', '.', '-' (it names folders)")
     benches = [get_benchmark(name, cfg.profile) for name in cfg.benchmarks]
-    if backend is None:
+    from falcon_h1r_lib.generation import close_backend
+
+    own = backend is None
+    if own:
         backend, tokenizer = make_backend(cfg, model)
     elif tokenizer is None:
         raise ValueError("evaluate_model: a backend needs its tokenizer (to render the chat prompts)")
-    return {"model": model, "benchmarks": {b.name: evaluate_benchmark(cfg, b, backend, tokenizer, model, label, out)
-                                           for b in benches}}
+    try:
+        return {"model": model, "benchmarks": {b.name: evaluate_benchmark(cfg, b, backend, tokenizer, model, label, out)
+                                               for b in benches}}
+    finally:
+        if own:  # one engine alive at a time: the next model's starts after this one is gone
+            close_backend(backend)
 
 
 def write_tables(metrics: Mapping[str, Any], out: Path) -> list[str]:
@@ -190,5 +179,5 @@ def run(
     return record
 
 
-__all__ = ["build_requests", "evaluate_benchmark", "evaluate_model", "load_hf", "make_backend", "run",
+__all__ = ["backend_spec", "build_requests", "evaluate_benchmark", "evaluate_model", "make_backend", "run",
            "traces_key", "write_tables"]

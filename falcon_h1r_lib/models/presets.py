@@ -27,7 +27,7 @@ Departures and gaps, each written down where it is decided:
 - muP multipliers scale each branch; their 7B values were not found in any public source, so every one
   stays at 1.0 (`ASSUMPTIONS_7B`, with every other value Table 8 does not give).
 - No gated RMSNorm in the SSM branch (`mamba_rms_norm=False`, as in public Falcon-H1 small configs);
-  with it, transformers 5.20.2 mixes batch rows during cached decode (a test pins this).
+  with it, transformers 5.17 (pinned) to 5.20 mixes batch rows during cached decode (a test pins this).
 - The tiny model scales the 7B by one dial, `width`; `TINY_RULES` says how each size follows it and
   `config_diff` prints the result next to the 7B. `TWIN_RULES` builds its same-size Transformer.
 """
@@ -71,7 +71,7 @@ ASSUMPTIONS_7B: dict[str, tuple[Any, str]] = {
     "mlp_bias": (False, "transformers default; not found for 7B"),
     "mamba_rms_norm": (False, (
         "not found for 7B; False in third-party copies of Falcon-H1-0.5B and -Tiny configs. True adds 3072 "
-        "params/layer (7.5856B) and breaks batched decode in transformers 5.20.2 (the gated norm squeezes "
+        "params/layer (7.5856B) and breaks batched decode in transformers 5.17-5.20 (the gated norm squeezes "
         "(B, 1, D) to (B, D), which then broadcasts against the attention branch's (B, 1, d))")),
     "mamba_norm_before_gate": (False, "not found for 7B; False in the same third-party configs"),
     "rope_theta": (1e11, "Falcon-H1 report RoPE base 10^11; vLLM falcon_h1.py default; unverified for 7B"),
@@ -192,7 +192,7 @@ def tiny_falcon_h1_fields(width: int = TINY_DEFAULT_WIDTH,
         "mamba_chunk_size": 32,
         "mamba_conv_bias": True,
         "mamba_proj_bias": False,
-        "mamba_rms_norm": False,  # as the 7B preset; True breaks batched decode in transformers 5.20.2
+        "mamba_rms_norm": False,  # as the 7B preset; True breaks batched decode in transformers 5.17-5.20
         "mamba_norm_before_gate": False,
         "tie_word_embeddings": True,
         "max_position_embeddings": 8192,

@@ -3,17 +3,22 @@
 Verdicts: True (correct), False (wrong, including *no extractable answer*: the model failed to answer),
 None (no verdict: the checker could not decide through no fault of the response, e.g. the sandbox could
 not start or the gold label is unreadable). Callers count Nones and report them, never fold them into 0.
+Every verifier reads a response through the one response reader, ``format.parse_response`` (also used by
+curation's quality filter, evaluation and DeepConf's votes).
 """
 
 from __future__ import annotations
 
 from .code import extract_code, verify_code
 from .format import (
+    Response,
     answer_part,
+    final_choice,
     format_ok,
     format_penalty,
     last_boxed,
     last_code_block,
+    parse_response,
     quality_issues,
     split_response,
 )
@@ -26,6 +31,7 @@ __all__ = [
     "verify_batch",
     "verify", "verify_math", "verify_code", "verify_science", "verify_other", "extract_answer",
     "answers_equivalent", "format_ok", "format_penalty", "quality_issues", "split_response", "answer_part",
+    "parse_response", "Response", "final_choice",
     "last_boxed", "last_code_block", "extract_code", "extract_choice", "extract_math_answer", "check_rule",
     "check_rules", "normalize", "to_number", "reward",
 ]
@@ -73,8 +79,8 @@ def verify_batch(items, max_workers: int = 4) -> list[bool | None]:
 
 
 def extract_answer(response: str, domain: str = "math") -> str | None:
-    """The final answer as a string for voting: math (last box, else math-verify), science (letter), code
-    (last python block), other (the answer text). None when there is none."""
+    """The final answer as a string for voting: math (final box, else math-verify), science (letter), code
+    (final block, if Python), other (the answer text). None when there is none (an unclosed final box too)."""
     if domain == "math":
         return extract_math_answer(response)
     if domain == "science":

@@ -12,13 +12,14 @@ MEMORY_MB = 512
 
 
 def extract_code(response: str) -> str | None:
-    """The last python (or untagged) fenced block of the answer part."""
+    """The final fenced block of the answer part when it is Python (tagged or untagged), else None."""
     return last_code_block(answer_part(response))
 
 
 def verify_code(problem: dict, response: str, *, timeout_s: float = TIMEOUT_S, memory_mb: int = MEMORY_MB) -> bool | None:
-    """True iff all ``problem["tests"]`` pass. False: no code, unparsable code, or any failure (error,
-    timeout, memory, output flood). None: the sandbox itself could not run (no verdict on the code)."""
+    """True iff all ``problem["tests"]`` pass, as judged by the sandbox's grader process (the candidate cannot
+    reach it). False: no code, unparsable code, or any failure (error, timeout, memory, output flood).
+    None: the sandbox could not run, or a test passes the solution something it cannot be handed."""
     tests = problem.get("tests")
     if not tests:
         raise ValueError(f"problem {problem.get('id')!r}: code domain needs non-empty 'tests'")
@@ -27,7 +28,7 @@ def verify_code(problem: dict, response: str, *, timeout_s: float = TIMEOUT_S, m
         return False
     try:
         ast.parse(code)
-    except SyntaxError:
+    except (SyntaxError, ValueError):  # ValueError: a NUL byte in the source
         return False
     from .. import sandbox  # lazily: rewards for other domains never touch process machinery
 
@@ -36,6 +37,8 @@ def verify_code(problem: dict, response: str, *, timeout_s: float = TIMEOUT_S, m
             return _passes_io_tests(sandbox, code, tests, timeout_s, memory_mb)
         result = sandbox.run_tests(code, list(tests), timeout_s=timeout_s, memory_mb=memory_mb)
     except OSError:  # could not spawn the child (fd / process exhaustion): infrastructure, not the code
+        return None
+    if result.error_type == "UnsupportedTest":  # a test hands the solution what cannot cross to it: no verdict
         return None
     return bool(result.passed)
 

@@ -143,20 +143,19 @@ def load_policy(cfg: RLStageConfig):
 
 
 def filter_backend(cfg: RLStageConfig, model=None, tokenizer=None):
-    """(backend, tokenizer) sampling the SFT model for the filter: vLLM on clusters, else transformers."""
+    """(backend, tokenizer) sampling the SFT model for the filter (`generation.make_backend`): vLLM on
+    clusters (`use_vllm`), else transformers on the already-loaded policy when given."""
+    from falcon_h1r_lib.generation import BackendSpec, make_backend
+
+    path = str(resolve_path(cfg.sft_model_path))
+    dtype = "bfloat16" if cfg.bf16 else "float32"
     if cfg.use_vllm:
-        from falcon_h1r_lib.generation import VLLMBackend, VLLMConfig
-        from falcon_h1r_lib.tokenizer import load_falcon_tokenizer
-
-        path = str(resolve_path(cfg.sft_model_path))
-        vcfg = VLLMConfig(model=path, tensor_parallel_size=cfg.vllm_tensor_parallel_size, seed=cfg.seed,
-                          dtype="bfloat16" if cfg.bf16 else "float32")
-        return VLLMBackend(vcfg, progress=True), load_falcon_tokenizer(path)
-    from falcon_h1r_lib.generation import HFBackend
-
+        spec = BackendSpec(model=path, backend="vllm", dtype=dtype, seed=cfg.seed, progress=True,
+                           vllm={"tensor_parallel_size": cfg.vllm_tensor_parallel_size})
+        return make_backend(spec)
     if model is None:
         model, tokenizer = load_policy(cfg)
-    return HFBackend(model.eval(), tokenizer, batch_size=256, progress=True), tokenizer
+    return make_backend(BackendSpec(model=path, dtype=dtype, batch_size=256, progress=True), model, tokenizer)
 
 
 def _filter_cached(out: Path, key: str) -> bool:
@@ -186,8 +185,13 @@ def prepare_data(cfg: RLStageConfig, out: Path, model=None, tokenizer=None) -> t
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise RuntimeError(f"{path}: no filter results for this SFT model and pool; run "
                                "`python -m falcon_h1r_lib.train.rl --config FILE --filter-only` once first")
+        from falcon_h1r_lib.generation import close_backend
+
         backend, tok = filter_backend(cfg, model, tokenizer)
-        outcomes = rl_data.rollout_outcomes(pool, backend, tok, system_prompt(cfg), cfg)
+        try:
+            outcomes = rl_data.rollout_outcomes(pool, backend, tok, system_prompt(cfg), cfg)
+        finally:
+            close_backend(backend)  # a filter engine must be gone before training starts its own
         rl_data.outcomes_table(pool, outcomes).to_parquet(path, index=False)
         (out / (rl_data.FILTER_FILE + ".key")).write_text(key + "\n")
     kept, filter_report = rl_data.apply_filter(pool, outcomes, cfg)

@@ -503,6 +503,7 @@ def evaluate_base_and_sft(cfg: SFTStageConfig, models: Mapping[str, str] | None 
     """
     from falcon_h1r_lib.evaluation.benchmarks import get_benchmark
     from falcon_h1r_lib.evaluation.pipeline import evaluate_benchmark, make_backend
+    from falcon_h1r_lib.generation import close_backend
     from falcon_h1r_lib.kernels import patch_falcon_h1
     from falcon_h1r_lib.metrics import Stopwatch, read_metrics, write_metrics
 
@@ -519,16 +520,19 @@ def evaluate_base_and_sft(cfg: SFTStageConfig, models: Mapping[str, str] | None 
         first = evaluation_config(cfg, next(iter(cfg.eval_problems)), 1)
         backend, tokenizer = make_backend(first, path)
         evaluation[label], accuracy[label], ci[label] = {}, {}, {}
-        for bench_name, n in cfg.eval_problems.items():
-            ecfg = evaluation_config(cfg, bench_name, n)
-            bench = get_benchmark(bench_name, cfg.profile)
-            summary = evaluate_benchmark(ecfg, bench, backend, tokenizer, path, label, p["eval"])
-            evaluation[label][bench_name] = summary
-            accuracy[label][bench.domain] = summary["pass_at_1"]
-            ci[label][bench.domain] = summary["pass_at_1_ci"]
-            counts[bench.domain] = {"benchmark": bench_name, "problems": summary["n_problems"],
-                                    "samples_per_problem": summary["samples_per_problem"],
-                                    "samples": summary["n_samples"]}
+        try:
+            for bench_name, n in cfg.eval_problems.items():
+                ecfg = evaluation_config(cfg, bench_name, n)
+                bench = get_benchmark(bench_name, cfg.profile)
+                summary = evaluate_benchmark(ecfg, bench, backend, tokenizer, path, label, p["eval"])
+                evaluation[label][bench_name] = summary
+                accuracy[label][bench.domain] = summary["pass_at_1"]
+                ci[label][bench.domain] = summary["pass_at_1_ci"]
+                counts[bench.domain] = {"benchmark": bench_name, "problems": summary["n_problems"],
+                                        "samples_per_problem": summary["samples_per_problem"],
+                                        "samples": summary["n_samples"]}
+        finally:
+            close_backend(backend)  # one engine at a time: base's is gone before SFT's starts
     out = {"base_accuracy": accuracy.get("base", {}), "sft_accuracy": accuracy.get("sft", {}),
            "base_accuracy_ci": ci.get("base", {}), "sft_accuracy_ci": ci.get("sft", {}),
            "eval_counts": counts, "evaluation": evaluation, "eval_wall_time_s": round(clock.seconds(), 3)}
