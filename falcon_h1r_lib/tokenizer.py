@@ -92,25 +92,6 @@ CHAT_TEMPLATE = (
 )
 
 
-def split_reasoning(text: str) -> tuple[str, str]:
-    """Split a Falcon-format completion `<think> r </think> a` into (r, a), both stripped.
-
-    No `</think>`: an unterminated `<think>` is all reasoning and no answer (a truncated trace);
-    text without `<think>` is all answer.
-    """
-    head, sep, tail = text.rpartition(THINK_END)
-    if sep:
-        return head.split(THINK_START, 1)[-1].strip(), tail.strip()
-    if THINK_START in text:
-        return text.split(THINK_START, 1)[1].strip(), ""
-    return "", text.strip()
-
-
-def strip_reasoning(text: str) -> str:
-    """The answer part of a completion, as earlier turns are shown in multi-turn chats ([P] §2.1)."""
-    return split_reasoning(text)[1]
-
-
 def seed_corpus(n_per_domain: int = 48, seed: int = 0) -> list[str]:
     """Small built-in corpus in the tiny profile's four domains, so the tokenizer builds standalone.
 

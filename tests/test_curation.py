@@ -267,12 +267,12 @@ def test_sft_and_rl_are_disjoint_by_id_and_prompt():
 # ---------------------------------------------------------------- RL filter (Fig. 9)
 
 
-def _decide(outcomes, truncated=None, answers=None, draw=0.5, f_trunc=0.1, f_min=0.1):
+def _decide(outcomes, truncated=None, answers=None, draw=0.5, f_trunc=0.1, f_min=0.1, domain="math"):
     k = len(outcomes)
     rng = random.Random(0)
     rng.random = lambda: draw  # the branch's draw, fixed
     return K.rl_filter_decision(
-        outcomes, truncated or [False] * k, answers or [None] * k, rng, f_trunc, f_min
+        outcomes, truncated or [False] * k, answers or [None] * k, rng, f_trunc, f_min, domain
     )
 
 
@@ -288,6 +288,12 @@ def test_rl_filter_rules_of_fig9():
     assert _decide([False] * 8, answers=three, draw=0.01) == ("keep", "no_majority_sampled")
     assert _decide([False] * 5, answers=["7"] * 3 + ["1", "2"]) == ("discard", "consistent_error")  # 3 >= 5/2
     assert _decide([False] * 5, answers=["7"] * 2 + ["1", "2", "3"], draw=0.9)[1] == "no_majority"
+    # answers count by value, as votes do: 1/2, 0.5 and \frac{1}{2} are one wrong answer given 4 times
+    halves = ["\\frac{1}{2}", "0.5", "1/2", " 0.5 ", "3", "4", "", None]
+    assert _decide([False] * 8, answers=halves) == ("discard", "consistent_error")
+    letters = ["B", "b", "C", "D"] * 2  # a science letter is case-insensitive, other text is not
+    assert _decide([False] * 8, answers=letters, domain="science") == ("discard", "consistent_error")
+    assert _decide([False] * 8, answers=letters, draw=0.9, domain="other") == ("discard", "no_majority")
     with pytest.raises(ValueError, match="truncated"):
         K.rl_filter_decision([True], [True, False], [None], random.Random(0), 0.1, 0.1)
 

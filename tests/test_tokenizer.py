@@ -19,8 +19,6 @@ from falcon_h1r_lib.tokenizer import (
     load_tokenizer,
     save_tokenizer,
     seed_corpus,
-    split_reasoning,
-    strip_reasoning,
 )
 
 CONVERSATION = [
@@ -195,22 +193,6 @@ def test_load_falcon_tokenizer_installs_template_only_when_missing(tok, tmp_path
     assert (
         load_falcon_tokenizer(tmp_path / "hub_like", force_chat_template=True).chat_template == CHAT_TEMPLATE
     )
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("<think>\nr1\nr2\n</think>\n\n\\boxed{3}", ("r1\nr2", "\\boxed{3}")),
-        ("<think> a </think> b </think> c", ("a </think> b", "c")),
-        ("no reasoning here ", ("", "no reasoning here")),
-        ("<think> truncated trace", ("truncated trace", "")),
-        ("r </think> a", ("r", "a")),
-        ("", ("", "")),
-    ],
-)
-def test_split_reasoning(text, expected):
-    assert split_reasoning(text) == expected
-    assert strip_reasoning(text) == expected[1]
 
 
 def test_only_last_assistant_turn_is_masked_even_before_a_user_turn(tok):

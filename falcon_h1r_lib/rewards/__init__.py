@@ -9,6 +9,10 @@ curation's quality filter, evaluation and DeepConf's votes).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
 from .code import extract_code, verify_code
 from .format import (
     Response,
@@ -33,8 +37,10 @@ __all__ = [
     "answers_equivalent", "format_ok", "format_penalty", "quality_issues", "split_response", "answer_part",
     "parse_response", "Response", "final_choice",
     "last_boxed", "last_code_block", "extract_code", "extract_choice", "extract_math_answer", "check_rule",
-    "check_rules", "normalize", "to_number", "reward",
+    "check_rules", "normalize", "to_number", "reward", "NO_ANSWER", "AnswerBook", "answer_groups",
 ]
+
+NO_ANSWER = -1  # the group of a response with no extractable answer: it never votes
 
 
 def verify(problem: dict, response: str, **code_limits) -> bool | None:
@@ -102,6 +108,46 @@ def answers_equivalent(a: str | None, b: str | None, domain: str = "math") -> bo
     if domain == "science":
         return a.strip().upper() == b.strip().upper()
     return " ".join(a.split()) == " ".join(b.split())
+
+
+class AnswerBook:
+    """Incremental answer groups of one problem: `label(answer)` numbers groups 0, 1, ... by first appearance.
+
+    An answer joins the first earlier group whose first answer it is equivalent to (default:
+    `answers_equivalent(a, b, domain)`, so "0.5" and "\\frac{1}{2}" are one vote); identical strings skip the
+    comparison; None or blank is NO_ANSWER. The one vote grouping of DeepConf's votes and the RL filter's
+    majority answer ([P] Fig. 9).
+    """
+
+    def __init__(self, domain: str = "math", equivalent: Callable[[str, str], bool] | None = None):
+        if equivalent is None:
+            def equivalent(a: str, b: str) -> bool:
+                return answers_equivalent(a, b, domain=domain)
+
+        self.equivalent = equivalent
+        self.heads: list[str] = []  # first answer of each group
+        self._exact: dict[str, int] = {}
+
+    def label(self, answer: str | None) -> int:
+        if answer is None or not str(answer).strip():
+            return NO_ANSWER
+        a = str(answer)
+        if a not in self._exact:
+            for g, head in enumerate(self.heads):
+                if self.equivalent(head, a):
+                    self._exact[a] = g
+                    break
+            else:
+                self._exact[a] = len(self.heads)
+                self.heads.append(a)
+        return self._exact[a]
+
+
+def answer_groups(answers: Sequence[str | None], domain: str = "math",
+                  equivalent: Callable[[str, str], bool] | None = None) -> np.ndarray:
+    """Group id per answer (0, 1, ... by first appearance; NO_ANSWER for None or blank): (n,) int64."""
+    book = AnswerBook(domain, equivalent)
+    return np.array([book.label(a) for a in answers], dtype=np.int64)
 
 
 def reward(problem: dict, response: str, format_weight: float = 1.0) -> float:
