@@ -280,6 +280,9 @@ def test_backend_factory_specs():
     cfg = vllm_config(spec)
     assert (cfg.model, cfg.tokenizer, cfg.revision, cfg.tokenizer_revision) == ("tiiuae/Falcon-H1R-7B",) * 2 + ("abc",) * 2
     assert cfg.tensor_parallel_size == 4 and cfg.seed == 3 and cfg.dtype == "bfloat16"
+    for own in ("model", "dtype", "seed"):
+        with pytest.raises(ValueError, match=rf"BackendSpec.vllm repeats \['{own}'\]: set them on the spec"):
+            BackendSpec(model="m", backend="vllm", vllm={own: "x"})
     with pytest.raises(ValueError, match=r"vllm settings of 'm': unknown VLLMConfig key\(s\) \['tp'\]"):
         vllm_config(BackendSpec(model="m", backend="vllm", vllm={"tp": 2}))
     backend, tok = make_backend(spec, tokenizer=object())  # lazy: no engine starts until the first generate

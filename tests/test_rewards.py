@@ -275,3 +275,37 @@ def test_code_with_stdin_stdout_tests():
     assert verify(problem, bad) is False
     with pytest.raises(ValueError, match="io test 0"):
         verify({**problem, "tests": [{"stdin": "1"}]}, good)
+
+
+# ---------------------------------------------------------------- issue 13 break test: spacing after commands
+
+
+def _boxed(answer: str) -> str:
+    return f"<think>\nsteps\n</think>\n\nThe answer is \\boxed{{{answer}}}."
+
+
+@pytest.mark.parametrize("gold, answer, expected", [
+    ("5", "5 \\choose 2", False),  # C(5, 2) = 10, not 5
+    ("5", "5 \\lor 6", False),  # math-verify reads "5 \lor 6" as its last alternative
+    ("6", "5 \\lor 6", True),
+    ("6", "5\\lor6", True),  # the same statement without spaces
+    ("1", "1 \\lor 2 \\lor 3", False),
+])
+def test_a_space_ending_a_command_never_changes_the_reading(gold, answer, expected):
+    assert verify({"id": "m", "domain": "math", "answer": gold}, _boxed(answer)) is expected
+
+
+@pytest.mark.parametrize("a, b", [("1 \\le x \\le 2", "[1,2]"), ("2 \\cdot 3 = 6", "6"), ("[1,2)", "1 \\le x < 2")])
+def test_answer_equivalence_is_symmetric(a, b):
+    assert answers_equivalent(a, b) == answers_equivalent(b, a)
+
+
+def test_verify_batch_never_shares_a_verdict_between_problems():
+    right = _boxed("1")
+    assert rewards.verify_batch([({"domain": "math", "answer": "1"}, right),
+                                 ({"domain": "math", "answer": "2"}, right)]) == [True, False]
+    assert rewards.verify_batch([({"id": "7", "domain": "math", "answer": "1"}, right),
+                                 ({"id": "7", "domain": "math", "answer": "2"}, right)]) == [True, False]
+    code = "<think>\nx\n</think>\n\n```python\ndef f():\n    return 1\n```"
+    ok, bad = ({"domain": "code", "entry_point": "f", "tests": [t]} for t in ("assert f() == 1", "assert f() == 2"))
+    assert rewards.verify_batch([(ok, code), (bad, code)]) == [True, False]

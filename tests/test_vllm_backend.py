@@ -247,3 +247,22 @@ def test_host_memory_grows_with_the_wave_not_with_the_pool(fake_params):
     wide_wave = _peak_bytes(_backend(max_in_flight=128), n=256, k=20)
     assert large_pool < 1.3 * small_pool  # 8x the traces, the same in-flight window
     assert wide_wave > 4 * large_pool  # 16x the in-flight requests
+
+
+@pytest.mark.parametrize("rank", [0.5, True, "0", -1, 2])
+def test_data_parallel_rank_must_be_an_int_in_range(rank):
+    with pytest.raises(ValueError, match="data_parallel_rank must be in"):
+        VLLMConfig(model="m", data_parallel_size=2, data_parallel_rank=rank)
+
+
+def test_a_closed_backend_never_starts_a_second_engine(monkeypatch):
+    from falcon_h1r_lib.generation import vllm_backend
+
+    starts = []
+    monkeypatch.setattr(vllm_backend, "start_engine", lambda cfg: starts.append(cfg) or FakeLLM())
+    monkeypatch.setattr(vllm_backend, "_shutdown", lambda llm: None)
+    with VLLMBackend(VLLMConfig(model="fake"), progress=False) as backend:
+        assert backend.llm is backend.llm
+    with pytest.raises(RuntimeError, match="is closed: its engine was shut down"):
+        backend.llm  # noqa: B018
+    assert len(starts) == 1

@@ -215,13 +215,33 @@ def test_run_fig8_resumes_from_its_checkpoint(bench_models, tmp_path):
     assert len(result["raw"]) == 8 and len(result["rows"]) == 4
     assert sorted((r["model"], r["batch"], r["output_len"]) for r in result["raw"]) == sorted(
         (m, b, n) for m in ("hybrid", "twin") for b in (2, 3) for n in (4, 5))
-    assert [e["points"] for e in result["engines"]] == [[[3, 4], [3, 5]], [[2, 4], [2, 5], [3, 4], [3, 5]]]
+    # the interrupted engine keeps the record of what it measured
+    assert [e["points"] for e in result["engines"]] == [[[2, 4], [2, 5]], [[3, 4], [3, 5]],
+                                                        [[2, 4], [2, 5], [3, 4], [3, 5]]]
+    # other models (another width dial) never resume this checkpoint
+    other = vb.build_bench_models(tmp_path / "wider", width=48, vocab_size=300, seed=0, max_position_embeddings=256)
+    with pytest.raises(ValueError, match=r"fig8.partial.json: checkpoint of a run with other settings \(models differ\)"):
+        vb.run_fig8(other, engine_cls=FakeEngine, **kwargs)
     with pytest.raises(ValueError, match=r"fig8.partial.json: checkpoint of a run with other settings "
                                          r"\(batches, max_num_seqs differ\)"):
         vb.run_fig8(bench_models, engine_cls=FakeEngine, **{**kwargs, "batches": (2,)})
-    ckpt.write_text("{not json")
-    with pytest.raises(ValueError, match="fig8.partial.json: not a fig8 checkpoint"):
-        vb.run_fig8(bench_models, engine_cls=FakeEngine, **kwargs)
+    for broken in ("{not json", '{"settings": {}, "raw": [{"model": "hybrid"}], "engines": []}',
+                   '{"settings": {}, "raw": "abc", "engines": []}', '{"settings": {}, "raw": null, "engines": []}'):
+        ckpt.write_text(broken)
+        with pytest.raises(ValueError, match="fig8.partial.json: not a fig8 checkpoint"):
+            vb.run_fig8(bench_models, engine_cls=FakeEngine, **kwargs)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fig8", "--temperature", "-1"], "temperature must be >= 0"),
+    (["fig8", "--top-p", "0"], r"top_p must be in \(0, 1\]"),
+    (["fig8", "--top-p", "1.5"], r"top_p must be in \(0, 1\]"),
+    (["fig8", "--threads", "999"], "threads=999: this process may use only"),
+])
+def test_fig8_cli_refuses_bad_values_before_building_models(argv, message, tmp_path):
+    with pytest.raises(SystemExit, match=message):
+        vb.main([*argv, "--models-dir", str(tmp_path / "models"), "--out", str(tmp_path / "f8")])
+    assert not (tmp_path / "models").exists()
 
 
 def test_run_fig8_refuses_a_kv_cache_that_would_preempt(bench_models):

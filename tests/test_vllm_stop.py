@@ -13,6 +13,7 @@ from falcon_h1r_lib.deepconf import first_window_below, group_confidences, token
 from falcon_h1r_lib.deepconf.vllm_stop import (
     PROCESSOR_FQCN,
     ConfidenceStopCore,
+    VLLMLogitsStopBackend,
     deepconf_extra_args,
     parse_extra_args,
 )
@@ -196,3 +197,19 @@ def test_processor_window_means_are_bit_identical_to_offline():
         core.update_state(update(added=[(0, Params(deepconf_extra_args(s, 5, EOS, topk=20)), None, out)]))
         forced = drive(core, {0: out}, lambda r, pos, logits=logits: logits[pos], len(logits)).get(0)
         assert forced == first_window_below(conf, 5, s)
+
+
+def test_processor_route_refuses_min_new_tokens():
+    from falcon_h1r_lib.deepconf.online import ConfidenceStopHook
+    from falcon_h1r_lib.generation import SamplingConfig
+
+    class Backend:
+        def stop_ids(self, sampling):
+            return [3]
+
+        def generate(self, *a, **k):
+            raise AssertionError("must refuse before generating")
+
+    hook = ConfidenceStopHook({"p": (1.0, 0, 4)}, window=4, topk=2)
+    with pytest.raises(ValueError, match=r"min_new_tokens=8 cannot be combined with early stopping"):
+        VLLMLogitsStopBackend(Backend()).generate([], SamplingConfig(n=4, min_new_tokens=8), hook)

@@ -190,6 +190,11 @@ class VLLMLogitsStopBackend:
     def generate(self, requests, sampling, stop_hook=None) -> list:
         if stop_hook is None:
             return self.backend.generate(requests, sampling)
+        if sampling.min_new_tokens:
+            # vLLM's min_tokens masks EOS before our processor keeps only EOS: the row is all -inf and vLLM
+            # samples token 0 until min_tokens; neither stop route can stop before min_tokens anyway
+            raise ValueError(f"DeepConf logits processor: min_new_tokens={sampling.min_new_tokens} cannot be "
+                             "combined with early stopping (set it to 0)")
         eos = self.backend.stop_ids(sampling)
         if not eos:
             raise ValueError("DeepConf logits processor: no stop token to force (tokenizer has no eos)")

@@ -39,6 +39,9 @@ class BackendSpec:
             raise ValueError(f"BackendSpec.model must be a non-empty path or Hub id, got {self.model!r}")
         if self.backend == "hf" and self.vllm:
             raise ValueError(f"BackendSpec: vllm settings {sorted(self.vllm)} given for the hf backend")
+        own = sorted(set(self.vllm) & {"model", "revision", "tokenizer", "tokenizer_revision", "dtype", "seed"})
+        if own:
+            raise ValueError(f"BackendSpec.vllm repeats {own}: set them on the spec itself")
 
     def replace(self, **changes: Any) -> BackendSpec:
         return dataclasses.replace(self, **changes)

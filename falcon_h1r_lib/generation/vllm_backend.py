@@ -77,9 +77,10 @@ class VLLMConfig:
     def __post_init__(self) -> None:
         for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "max_in_flight"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"VLLMConfig.{name} must be an int >= 1, got {value!r}")
-        if not 0 <= self.data_parallel_rank < self.data_parallel_size:
+        if (isinstance(self.data_parallel_rank, bool) or not isinstance(self.data_parallel_rank, int)
+                or not 0 <= self.data_parallel_rank < self.data_parallel_size):
             raise ValueError(f"VLLMConfig.data_parallel_rank must be in [0, {self.data_parallel_size}), "
                              f"got {self.data_parallel_rank!r}")
         clash = set(self.engine_kwargs) & {f.name for f in dataclasses.fields(self)}
@@ -248,9 +249,13 @@ class VLLMBackend:
         self.progress = progress
         self._next_id = 0
         self._finalizer: weakref.finalize | None = None
+        self._closed = False
 
     @property
     def llm(self):
+        if self._closed:
+            raise RuntimeError(f"VLLMBackend({self.config.model!r}) is closed: its engine was shut down; "
+                               "make a new backend")
         if self._llm is None:
             self._llm = start_engine(self.config)
             # an engine left running keeps its processes alive: shut it down at the latest when the
@@ -264,6 +269,7 @@ class VLLMBackend:
             self._finalizer()
             self._finalizer = None
             self._llm = None
+            self._closed = True
             gc.collect()
 
     def __enter__(self) -> VLLMBackend:

@@ -248,6 +248,14 @@ def _wait_engine_processes_gone(timeout_s: float = 60.0) -> None:
         time.sleep(0.2)
 
 
+def check_sampling(temperature: float, top_p: float) -> None:
+    """Refuse what vLLM would refuse only after the models are built and an engine started."""
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    if not (math.isfinite(top_p) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+
+
 def _check_sizes(name: str, values: Sequence[int]) -> tuple[int, ...]:
     values = tuple(values)
     if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
@@ -279,6 +287,7 @@ def run_fig8(models: Mapping[str, str | os.PathLike], batches: Sequence[int] = F
     batches, output_lens = _check_sizes("batches", batches), _check_sizes("output_lens", output_lens)
     _check_sizes("prompt_len", [prompt_len])
     _check_sizes("repeats", [repeats])
+    check_sampling(temperature, top_p)
     paths = {name: resolve_path(models[name]) for name in MODELS}
     configs = {name: AutoConfig.from_pretrained(str(p), local_files_only=True) for name, p in paths.items()}
     tok = load_tokenizer(paths["hybrid"])
@@ -295,6 +304,11 @@ def run_fig8(models: Mapping[str, str | os.PathLike], batches: Sequence[int] = F
                 "temperature": temperature, "top_p": top_p, "ignore_eos": True, "dtype": "float32",
                 "enforce_eager": True, "enable_prefix_caching": enable_prefix_caching,
                 "max_model_len": max_model_len, "max_num_seqs": max(batches), "warmup_tokens": WARMUP_TOKENS,
+                "models": {name: {"path": repo_relative(paths[name]), "hidden_size": configs[name].hidden_size,
+                                  "vocab_size": configs[name].vocab_size,
+                                  "num_hidden_layers": configs[name].num_hidden_layers,
+                                  "max_position_embeddings": configs[name].max_position_embeddings}
+                           for name in MODELS},
                 "timing": "wall s of LLM.generate for the whole batch (prefill included), after a warm-up"}
     machine = machine_info()
     raw, engines = _load_fig8_checkpoint(checkpoint, settings)
@@ -312,8 +326,19 @@ def run_fig8(models: Mapping[str, str | os.PathLike], batches: Sequence[int] = F
                 engine = engine_cls(paths[name], max_model_len=max_model_len, max_num_seqs=max(batches),
                                     seed=seed, enable_prefix_caching=enable_prefix_caching)
                 start_s = time.perf_counter() - t0
+                info, measured = {}, []
+
+                def record(points: list, name: str = name, r: int = r, start_s: float = start_s,
+                           info: dict = info) -> dict[str, Any]:
+                    return {"model": name, "repeat": r, "points": [list(p) for p in points],
+                            "path": repo_relative(paths[name]), "start_s": start_s, "kv_cache_gib": kv_gib[name],
+                            "env": {**env, "VLLM_CPU_KVCACHE_SPACE": str(kv_gib[name])},
+                            "parameters": count_parameters(configs[name]),
+                            "num_hidden_layers": configs[name].num_hidden_layers,
+                            "num_key_value_heads": configs[name].num_key_value_heads, **info}
+
                 try:
-                    info = engine.info()
+                    info.update(engine.info())
                     concurrency = info.get("max_concurrency")
                     if concurrency is not None and concurrency < max(batches):
                         raise ValueError(
@@ -334,18 +359,14 @@ def run_fig8(models: Mapping[str, str | os.PathLike], batches: Sequence[int] = F
                         raw.append({"model": name, "repeat": r, "batch": b, "output_len": n,
                                     "prompt_len": prompt_len, "tokens": b * n, "seconds": seconds,
                                     "tok_s": b * n / seconds})
-                        _save_fig8_checkpoint(checkpoint, settings, raw, engines)
+                        measured.append([b, n])
+                        _save_fig8_checkpoint(checkpoint, settings, raw, [*engines, record(measured)])
                         bar.update(1)
                 finally:
                     engine.shutdown()
-            engines.append({"model": name, "repeat": r, "points": [list(p) for p in todo],
-                            "path": repo_relative(paths[name]), "start_s": start_s,
-                            "kv_cache_gib": kv_gib[name],
-                            "env": {**env, "VLLM_CPU_KVCACHE_SPACE": str(kv_gib[name])},
-                            "parameters": count_parameters(configs[name]),
-                            "num_hidden_layers": configs[name].num_hidden_layers,
-                            "num_key_value_heads": configs[name].num_key_value_heads, **info})
-            _save_fig8_checkpoint(checkpoint, settings, raw, engines)
+                    if measured:  # an interrupted engine keeps the record of the points it measured
+                        engines.append(record(measured))
+                        _save_fig8_checkpoint(checkpoint, settings, raw, engines)
     bar.close()
     machine["load_avg_1_5_15_end"] = [round(x, 2) for x in os.getloadavg()]
     return {"schema_version": SCHEMA_VERSION, "benchmark": "fig8_vllm_cpu", "rows": fig8_table(raw),
@@ -361,7 +382,14 @@ def _load_fig8_checkpoint(path: str | os.PathLike | None, settings: Mapping[str,
         saved = json.loads(Path(path).read_text())
         stored = saved["settings"]
         raw, engines = list(saved["raw"]), list(saved["engines"])
-    except (ValueError, KeyError, TypeError) as err:
+        for i, row in enumerate(raw):
+            for key, kind in (("model", str), ("repeat", int), ("batch", int), ("output_len", int),
+                              ("tok_s", float)):
+                if not isinstance(row[key], kind):
+                    raise TypeError(f"raw row {i} field {key!r} is {row[key]!r}, not {kind.__name__}")
+        if not isinstance(stored, dict) or not all(isinstance(e, dict) for e in engines):
+            raise TypeError("settings and engines must be objects")
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: not a fig8 checkpoint ({err!r}); delete it to start over") from err
     if stored != json.loads(json.dumps(settings)):
         diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
@@ -819,6 +847,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.command == "fig8":
+        try:  # before the models are (re)built: these fail in seconds, not after an engine start
+            check_sampling(args.temperature, args.top_p)
+            thread_env(args.threads)
+        except ValueError as err:
+            raise SystemExit(f"fig8: {err}") from err
         models = build_bench_models(args.models_dir, args.width, args.vocab_size, args.seed,
                                     positions_for(args.prompt_len, args.output_lens))
         result = run_fig8(models, args.batches, args.output_lens, args.prompt_len, args.repeats, args.threads,
@@ -850,7 +883,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 __all__ = [
     "FIG8_BATCHES", "FIG8_COLUMNS", "FIG8_OUTPUT_LENS", "FIG8_PROMPT_LEN", "VLLMEngine", "WORKLOADS",
-    "WORKLOAD_COLUMNS", "Workload", "allowed_token_ids", "build_bench_models", "build_parser", "fig8_table",
+    "WORKLOAD_COLUMNS", "Workload", "allowed_token_ids", "build_bench_models", "build_parser", "check_sampling", "fig8_table",
     "fig8_checkpoint_path", "fig8_vs_paper", "format_table", "kv_cache_budget_gib", "machine_info", "main", "positions_for",
     "prompt_token_ids", "read_results", "run_fig8", "run_session", "run_workloads", "startup_table",
     "thread_env", "tiny_workloads", "workload_record", "workloads_table", "write_results",

@@ -9,6 +9,7 @@ curation's quality filter, evaluation and DeepConf's votes).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -66,14 +67,15 @@ def verify_batch(items, max_workers: int = 4) -> list[bool | None]:
     from concurrent.futures import ThreadPoolExecutor
 
     items = list(items)
-    # a code verdict depends only on the extracted program, so rollouts sharing one are run once
-    key_of = [(p.get("id"), "code", extract_code(r)) if p.get("domain") == "code" else (p.get("id"), p.get("domain"), r)
+    # a code verdict depends only on the problem and the extracted program, so rollouts sharing one run once;
+    # the key holds the whole problem (not only its id): two problems never share a verdict
+    key_of = [(_problem_key(p), "code", extract_code(r)) if p.get("domain") == "code" else (_problem_key(p), r)
               for p, r in items]
     first: dict = {}
     for i, key in enumerate(key_of):
         first.setdefault(key, i)
     verdicts: dict = {}
-    code = [i for k, i in first.items() if k[1] == "code"]
+    code = [i for k, i in first.items() if len(k) == 3]
     if code:
         with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
             for i, v in zip(code, pool.map(lambda j: verify(*items[j]), code)):
@@ -82,6 +84,10 @@ def verify_batch(items, max_workers: int = 4) -> list[bool | None]:
         if key not in verdicts:
             verdicts[key] = verify(*items[i])
     return [verdicts[k] for k in key_of]
+
+
+def _problem_key(problem: dict) -> str:
+    return json.dumps(problem, sort_keys=True, default=repr)
 
 
 def extract_answer(response: str, domain: str = "math") -> str | None:

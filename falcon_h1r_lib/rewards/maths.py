@@ -30,9 +30,12 @@ _DECIMAL_RTOL = 1e-5  # a decimal must match to this relative precision (math-ve
 
 def clean_spacing(s: str) -> str:
     """Drop LaTeX spacing (``\\,`` ``\\!`` ``\\ `` ``\\quad`` ``~``) and whitespace, which never change a value in
-    math mode; a single space stays only between two letters, where it may end a command name (``\\cdot y``)."""
+    math mode; a single space stays only between two letters, where it may end a command name (``\\cdot y``),
+    and a command name before a digit always gets one (``\\lor6`` and ``\\lor 6`` read ``\\lor 6``: math-verify
+    drops what follows ``\\lor6``, so ``5 \\lor 6`` would read as 5)."""
     s = " ".join(LATEX_SPACING.sub(" ", s).split())
-    return re.sub(r" (?![A-Za-z])|(?<![A-Za-z]) ", "", s)
+    s = re.sub(r" (?![A-Za-z])|(?<![A-Za-z]) ", "", s)
+    return re.sub(r"(\\[A-Za-z]+)(?=\d)", r"\1 ", s)
 
 
 def normalize(s: str) -> str:
@@ -133,7 +136,9 @@ def answers_equivalent(a: str | None, b: str | None) -> bool:
     if decided is not None:
         return decided
     pa, pb = _mv_parse(f"${a}$"), _mv_parse(f"${b}$")
-    return bool(pa and pb) and _mv_equal(pa, pb)
+    # both ways: math-verify's verify(gold, pred) is not symmetric ("1 \\le x \\le 2" ~ "[1,2]" one way only),
+    # and a vote grouping must not depend on which answer came first
+    return bool(pa and pb) and _mv_equal(pa, pb) and _mv_equal(pb, pa)
 
 
 def _final(response: str) -> tuple[str, str] | None:
