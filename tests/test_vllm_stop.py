@@ -58,17 +58,21 @@ def offline_stop(logits: torch.Tensor, window: int, s: float, k: int = 5) -> int
     return first_window_below(conf, window, s)
 
 
+def stop_in_engine(logits, s: float, window: int, topk: int):
+    """Where the processor's core forces EOS in one uninterrupted request over `logits` (None: never)."""
+    core = ConfidenceStopCore()
+    out: list = []
+    core.update_state(update(added=[(0, Params(deepconf_extra_args(s, window, EOS, topk=topk)), None, out)]))
+    return drive(core, {0: out}, lambda r, pos: logits[pos], len(logits)).get(0)
+
+
 def test_stop_index_equals_the_offline_rule_bit_for_bit():
     for seed in range(12):
         logits = random_trace(seed)
         conf = token_confidence(torch.log_softmax(logits, -1).topk(5, -1).values.numpy(), 5)
         for q in (0.05, 0.3, 0.7):
             s = float(np.quantile(group_confidences(conf, 4), q))
-            core = ConfidenceStopCore()
-            out: list = []
-            core.update_state(update(added=[(0, Params(deepconf_extra_args(s, 4, EOS, topk=5)), None, out)]))
-            forced = drive(core, {0: out}, lambda r, pos, logits=logits: logits[pos], len(logits)).get(0)
-            assert forced == offline_stop(logits, 4, s)
+            assert stop_in_engine(logits, s, 4, 5) == offline_stop(logits, 4, s)
 
 
 def test_rows_without_deepconf_are_untouched_and_moves_follow_rows():
@@ -192,11 +196,7 @@ def test_processor_window_means_are_bit_identical_to_offline():
     groups = group_confidences(conf, 5)
     for j in (0, 7, 25):  # s equal to a window mean: that window is not below s, the next lower one is
         s = float(groups[j])
-        core = ConfidenceStopCore()
-        out: list = []
-        core.update_state(update(added=[(0, Params(deepconf_extra_args(s, 5, EOS, topk=20)), None, out)]))
-        forced = drive(core, {0: out}, lambda r, pos, logits=logits: logits[pos], len(logits)).get(0)
-        assert forced == first_window_below(conf, 5, s)
+        assert stop_in_engine(logits, s, 5, 20) == first_window_below(conf, 5, s)
 
 
 def test_processor_route_refuses_min_new_tokens():
