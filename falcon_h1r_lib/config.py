@@ -20,7 +20,16 @@ from typing import Any, ClassVar
 
 import yaml
 
-PROFILES = ("tiny", "full")
+PROFILES = ("tiny", "full", "rehearsal")
+# A profile that inherits another: its YAML holds only overrides of the parent's values. "rehearsal" is the
+# full profile at CPU size (tests/test_rehearsal.py allows it to differ from full on size keys only).
+PROFILE_PARENT = {"rehearsal": "full"}
+
+
+def is_tiny(profile: str) -> bool:
+    """True for the tiny profile; the full profile and its rehearsal run the cluster code path."""
+    _check_profile(profile)
+    return profile == "tiny"
 
 
 class ConfigError(ValueError):
@@ -59,10 +68,16 @@ def profiles_dir() -> Path:
     return package_dir() / "profiles"
 
 
+def runs_root() -> Path:
+    """Where every run writes: ``$FALCON_H1R_RUNS`` if set (a cluster's shared filesystem), else ``runs/``."""
+    env = os.environ.get("FALCON_H1R_RUNS")
+    return Path(env).expanduser().resolve() if env else repo_root() / "runs"
+
+
 def runs_dir(profile: str = "tiny") -> Path:
-    """``runs/<profile>/``: every artefact (ignored by git)."""
+    """``<runs root>/<profile>/``: every artefact (ignored by git)."""
     _check_profile(profile)
-    return repo_root() / "runs" / profile
+    return runs_root() / profile
 
 
 def stage_dir(stage: str, profile: str = "tiny", create: bool = True) -> Path:
@@ -89,9 +104,14 @@ def notebooks_dir() -> Path:
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
-    """Absolute paths pass through; relative ones are taken from the repo root."""
+    """Absolute paths pass through; ``runs/...`` is taken from the runs root (``runs_root``); other relative
+    paths from the repo root."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else repo_root() / p
+    if p.is_absolute():
+        return p
+    if p.parts and p.parts[0] == "runs":
+        return runs_root().joinpath(*p.parts[1:])
+    return repo_root() / p
 
 
 def repo_relative(path: str | os.PathLike) -> str:
@@ -213,16 +233,16 @@ class StageConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> StageConfig:
+        """Values of a YAML file; a file that declares an inheriting profile (``profile: rehearsal``) holds only
+        overrides and is laid over the parent profile's file of this stage."""
         path = resolve_path(path)
-        if not path.exists():
-            raise ConfigError(f"{path}: config file not found")
-        with open(path) as fh:
-            try:
-                values = yaml.safe_load(fh) or {}
-            except yaml.YAMLError as err:
-                raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        values = read_yaml_mapping(path)
+        source = str(path)
+        if values.get("profile") in PROFILE_PARENT and cls.STAGE in STAGE_CONFIGS:
+            base, base_source = profile_values(cls.STAGE, PROFILE_PARENT[values["profile"]])
+            values, source = {**base, **values}, f"{base_source} + {path}"
         values = {**values, **(overrides or {})}
-        return cls.from_dict(values, source=str(path))
+        return cls.from_dict(values, source=source)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -305,15 +325,51 @@ def profile_path(stage: str, profile: str) -> Path:
     return profiles_dir() / profile / f"{stage}.yaml"
 
 
+def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML file's top-level mapping ({} for an empty file); ConfigError names the file otherwise."""
+    path = resolve_path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
+    return values
+
+
+def profile_overrides(stage: str, profile: str) -> dict[str, Any]:
+    """The keys ``profiles/<profile>/<stage>.yaml`` sets over its parent profile ({} without a parent)."""
+    if profile not in PROFILE_PARENT:
+        return {}
+    path = profile_path(stage, profile)
+    return read_yaml_mapping(path) if path.exists() else {}
+
+
+def profile_values(stage: str, profile: str) -> tuple[dict[str, Any], str]:
+    """(the YAML values of ``stage`` in ``profile``, where they came from); an inheriting profile's file is
+    laid over its parent's."""
+    if profile in PROFILE_PARENT:
+        parent = PROFILE_PARENT[profile]
+        values, source = profile_values(stage, parent)
+        own = profile_overrides(stage, profile)
+        unknown = sorted(set(own) - {f.name for f in dataclasses.fields(STAGE_CONFIGS[stage])})
+        if unknown:
+            raise ConfigError(f"{profile_path(stage, profile)}: unknown key(s) {unknown} for {STAGE_CONFIGS[stage].__name__}")
+        return {**values, **own}, f"{source} + {profile_path(stage, profile)}"
+    path = profile_path(stage, profile)
+    return (read_yaml_mapping(path), str(path)) if path.exists() else ({}, f"<{stage} defaults>")
+
+
 def load_config(stage: str, profile: str = "tiny", overrides: dict[str, Any] | None = None) -> StageConfig:
-    """The config of ``stage`` from ``profiles/<profile>/<stage>.yaml`` plus overrides, validated."""
+    """The config of ``stage`` from ``profiles/<profile>/<stage>.yaml`` (laid over its parent profile's, for
+    the rehearsal) plus overrides, validated."""
     if stage not in STAGE_CONFIGS:
         raise ConfigError(f"stage: unknown stage {stage!r}; known: {sorted(STAGE_CONFIGS)}")
     cls = STAGE_CONFIGS[stage]
-    path = profile_path(stage, profile)
-    if path.exists():
-        return cls.from_yaml(path, overrides={"profile": profile, **(overrides or {})})
-    return cls.from_dict({"profile": profile, **(overrides or {})}, source=f"<{stage} defaults>")
+    values, source = profile_values(stage, profile)
+    return cls.from_dict({**values, "profile": profile, **(overrides or {})}, source=source)
 
 
 def config_from_parameters(cls: type[StageConfig], namespace: dict[str, Any]) -> StageConfig:
