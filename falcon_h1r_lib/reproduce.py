@@ -19,7 +19,7 @@ from pathlib import Path
 
 import nbformat
 
-from .config import STAGE_CONFIGS, ConfigError, load_config, notebooks_dir, runs_dir
+from .config import PROFILES, STAGE_CONFIGS, ConfigError, is_tiny, load_config, notebooks_dir, runs_dir
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def discover_notebooks(only: list[str] | None = None) -> list[Path]:
 def parameters_for(notebook: Path, profile: str) -> dict:
     """Parameters to inject: none for tiny (the notebook's defaults are the tiny profile)."""
     stage = notebook.stem
-    if profile == "tiny":
+    if is_tiny(profile):
         return {}
     if stage not in STAGE_CONFIGS:
         raise ConfigError(f"{notebook}: no stage config registered for {stage!r}")
@@ -77,7 +77,7 @@ def run_notebooks(profile: str = "tiny", only: list[str] | None = None, kernel: 
 
     out_dir = runs_dir(profile) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    env_defaults = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"} if profile == "tiny" else {}
+    env_defaults = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"} if is_tiny(profile) else {}
     for key, value in env_defaults.items():
         os.environ.setdefault(key, value)
     results: list[NotebookRun] = []
@@ -132,7 +132,7 @@ def strip_outputs(paths: list[Path] | None = None) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="tiny", choices=["tiny", "full"])
+    parser.add_argument("--profile", default="tiny", choices=list(PROFILES))
     parser.add_argument("--only", nargs="*", help="notebook numbers or stems, e.g. 01 03")
     parser.add_argument("--kernel", default="python3")
     parser.add_argument("--list", action="store_true", help="list the notebooks and exit")
