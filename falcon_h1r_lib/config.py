@@ -404,6 +404,7 @@ class CurationConfig(StageConfig):
     hard_weight_max: float = 1.75  # weight at pass rate 0+; paper §2.2: x1.75
     easy_weight: float = 0.5  # weight of easy problems when kept; paper §2.2: x0.5
     easy_policy: typing.Literal["downweight", "drop"] = "downweight"  # paper §2.2: "x0.5 or removed"
+    min_rollouts_for_weighting: int = 4  # fewer rollouts than this: pass rate untrusted, weight 1.0 ("unrated"); paper §2.2: n = 12
     near_dup_threshold: float = 0.8  # shingle Jaccard at which two problems are near-duplicates; paper: n/a
     shingle_n: int = 3  # word n-gram size of shingles (near-dup and near-copy decontamination)
     near_dup_method: typing.Literal["pairwise", "lsh"] = "pairwise"  # exact Jaccard (tiny) or MinHash LSH (full)
@@ -418,6 +419,7 @@ class CurationConfig(StageConfig):
     rl_fraction: float = 0.3  # share of RL-domain problems held out for RL (disjoint from SFT); paper: not given
     rl_domains: tuple[str, ...] = ("math",)  # domains that feed RL; paper §3.4: the released model used math-only RL
     sources_file: str = ""  # full profile: YAML of SFT sources under data_manifests/full/ ("" = tiny generator)
+    rl_sources_file: str = ""  # full profile: YAML of RL problem sources (deduplicated, decontaminated, disjoint from SFT)
     eval_sources_file: str = ""  # full profile: YAML of evaluation benchmarks to decontaminate against
     allow_unpinned: bool = False  # full profile: permit sources whose revision is not a commit hash
     max_rows_per_source: int | None = None  # full profile: cap rows read per source (smoke runs)
@@ -427,7 +429,7 @@ class CurationConfig(StageConfig):
         bad_pool = {d: n for d, n in self.problems_per_domain.items() if d not in ("math", "code", "science", "other") or n < 0}
         if bad_pool:
             raise ConfigError(f"{self.STAGE}: key 'problems_per_domain': unknown domain or negative size {bad_pool}")
-        for name in ("eval_problems_per_domain", "rollouts_per_problem",
+        for name in ("eval_problems_per_domain", "rollouts_per_problem", "min_rollouts_for_weighting",
                      "max_correct_per_problem", "shingle_n", "minhash_num_perm", "lsh_bands", "decontam_ngram_n",
                      "tokenizer_vocab_size"):
             if getattr(self, name) <= 0:
@@ -531,6 +533,7 @@ class SFTStageConfig(StageConfig):
     max_steps: int = -1  # cap on optimizer steps (-1 = the epochs decide)
     per_device_train_batch_size: int = 8  # sequences per rank and micro-step (tiny: more updates per CPU second)
     gradient_accumulation_steps: int = 1  # global batch = per-device x accumulation x ranks; paper Table 1: 512
+    global_batch_size: int = 8  # sequences per optimizer step, asserted = ranks x per-device x accumulation; paper Table 1: 512
     max_length: int = 256  # tokens per SFT sequence (longer ones right-trimmed); paper Table 1: 36K (48K extended)
     weight_decay: float = 0.01  # AdamW; paper Table 1: 0.01
     adam_beta1: float = 0.9  # paper: AdamW defaults
@@ -550,12 +553,13 @@ class SFTStageConfig(StageConfig):
     eval_problems: dict[str, int] = field(default_factory=lambda: {"tiny-math": 48, "tiny-code": 16, "tiny-science": 16, "tiny-other": 16})  # base-vs-SFT evaluation: benchmark -> problems
     eval_samples_per_problem: int | None = 4  # pass@1 averaged over n samples (None = the benchmark's); paper Table 9: 16 for AIME
     eval_batch_size: int = 64  # sequences decoded together
+    report_to: typing.Literal["none", "trackio", "wandb"] = "none"  # experiment tracker of the Trainer's logs (one switch)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("model_width", "pretrain_block_size", "pretrain_max_steps", "pretrain_batch_size",
-                     "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps",
-                     "save_steps", "save_total_limit", "eval_batch_size"):
+                     "per_device_train_batch_size", "gradient_accumulation_steps", "global_batch_size", "max_length",
+                     "logging_steps", "save_steps", "save_total_limit", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{self.STAGE}: key {name!r} must be positive, got {getattr(self, name)}")
         for name in ("learning_rate", "pretrain_learning_rate", "num_train_epochs"):
@@ -616,7 +620,7 @@ class RLStageConfig(StageConfig):
     format_weight: float = 1.0  # penalty for output not in <think> ... </think> answer form; [P] §3.2: size not given
     aux_ce_coef: float = 0.1  # ASSUMPTION: weight of the SFT loss on positive samples; [P] §3.1: coefficient not given
     backfill: bool = True  # drop zero-advantage groups and refill the batch; [P] §3.1: Backfill
-    cache_size: int = 16  # surplus valid groups kept (bounded cache); [P] §3.1: "fixed size", value not given
+    cache_size: int = 16  # surplus valid groups kept over all ranks (each caches cache_size / ranks, on the CPU); [P] §3.1: "fixed size", value not given
     cache_max_age: int = 2  # optimizer steps a cached group may wait (staleness bound); paper: not given
     max_rounds: int = 3  # generation calls per step at most (first + refills); paper: not given
     gradient_accumulation_steps: int = 1  # micro-steps per optimizer step; [P] Table 2: PPO mini-batch = batch (1 update per rollout batch)
@@ -624,6 +628,7 @@ class RLStageConfig(StageConfig):
     vllm_mode: typing.Literal["colocate", "server"] = "colocate"  # vLLM beside the trainer or a separate `trl vllm-serve`
     vllm_gpu_memory_utilization: float = 0.3  # colocate: share of GPU memory for vLLM
     vllm_tensor_parallel_size: int = 1  # colocate: tensor parallel degree of vLLM
+    vllm_max_model_length: int | None = None  # colocate: vLLM context per sequence, prompt + completion tokens (None: the model's, 262,144 for Falcon-H1R)
     vllm_server_host: str = "0.0.0.0"  # server mode: host of `trl vllm-serve`
     vllm_server_port: int = 8000  # server mode: its port
     tis_cap: float = 2.0  # truncated importance sampling cap (vLLM path only); [P] §3.1: 2
@@ -631,6 +636,7 @@ class RLStageConfig(StageConfig):
     bf16: bool = False  # paper: bf16 on GPUs; CPU trains in fp32
     gradient_checkpointing: bool = False  # on for 48K rollouts on GPUs; off for tiny speed
     logging_steps: int = 1  # optimizer steps between metric-log lines
+    report_to: typing.Literal["none", "trackio", "wandb"] = "none"  # live metrics logger (TrainingArguments.report_to); train_log.jsonl is always written
     save_steps: int = 20  # optimizer steps between checkpoints (resume points)
     save_total_limit: int = 2  # checkpoints kept
     resume: bool = True  # continue from the last checkpoint under runs/<profile>/04_rl/checkpoints
@@ -658,6 +664,9 @@ class RLStageConfig(StageConfig):
             raise ConfigError(f"{self.STAGE}: key 'pool_max_difficulty' must be a level in 1..5 or null")
         if self.filter_max_problems is not None and self.filter_max_problems < 1:
             raise ConfigError(f"{self.STAGE}: key 'filter_max_problems' must be >= 1 or null")
+        if self.vllm_max_model_length is not None and self.vllm_max_model_length <= self.max_completion_length:
+            raise ConfigError(f"{self.STAGE}: key 'vllm_max_model_length' must exceed max_completion_length "
+                              f"({self.max_completion_length}) by the prompt, got {self.vllm_max_model_length}")
         for name in ("keep_fraction_all_truncated", "keep_fraction_minority", "epsilon", "filter_top_p", "top_p",
                      "vllm_gpu_memory_utilization"):
             if not 0.0 <= getattr(self, name) <= 1.0:

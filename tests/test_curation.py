@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from falcon_h1r_lib.config import CurationConfig
+from falcon_h1r_lib.config import ConfigError, CurationConfig
 from falcon_h1r_lib.data import curation as K
 from falcon_h1r_lib.data import splits, tasks
 
@@ -144,6 +144,23 @@ def test_weight_column_from_pass_rate_and_easy_drop():
     assert w["p0"] == (0.125, pytest.approx(1.5)) and w["p1"] == (1.0, 0.5)
     kept, rep = K.weight_by_difficulty(rows, {"p0": 8, "p1": 8}, easy_policy="drop")
     assert {r["id"] for r in kept} == {"p0"} and rep.dropped_by_reason == {"easy": 8}
+
+
+def test_single_trace_pass_rates_are_unrated_not_easy():
+    """Sources with 1 trace per problem give pass rates 0/1 or 1/1: below min_rollouts no bucket is trusted."""
+    one, four = _problem(0), _problem(1)
+    rows = [_trace(one, 0, "r")] + [_trace(four, k, "r") for k in range(4)]  # 1/1 and 4/4 correct
+    kept, rep = K.weight_by_difficulty(rows, {"p0": 1, "p1": 4}, easy_policy="drop", min_rollouts=4)
+    assert {(r["id"], r["difficulty_bucket"], r["weight"]) for r in kept} == {("p0", "unrated", 1.0)}
+    assert rep.dropped_by_reason == {"easy": 4} and rep.details["rows_by_bucket"] == {"easy": 4, "unrated": 1}
+    assert rep.details["problems_unrated"] == 1
+    cfg = CurationConfig(min_rollouts_for_weighting=2, max_correct_per_problem=4)
+    good = [{**r, "response": "<think>\nsum\n</think>\n\n\\boxed{7}"} for r in rows]  # passes quality
+    out, funnel = K.curate_traces(good, cfg, verify_fn=lambda row, resp: True)
+    weigh = next(r for r in funnel if r.name == "difficulty_weight")
+    assert weigh.details["rows_by_bucket"] == {"easy": 4, "unrated": 1}
+    with pytest.raises(ConfigError, match="min_rollouts_for_weighting"):
+        CurationConfig(min_rollouts_for_weighting=0)
 
 
 def test_cap_keeps_at_most_n_per_problem():

@@ -1,13 +1,15 @@
 """The curation stage end to end: ``run(cfg)`` in process, ``python -m falcon_h1r_lib.data --config FILE``.
 
 tiny: generate a task pool -> teacher rollouts -> the paper's curation pipeline -> Parquet + manifests.
-full: the open stand-in sources of ``data_manifests/full/`` (pinned revisions) through the same pipeline.
+full (and its rehearsal): the open sources of ``sources_file`` (pinned revisions) through the same pipeline,
+plus the RL problems of ``rl_sources_file``: exact-deduplicated, decontaminated and made disjoint from SFT.
 Outputs go to ``runs/<profile>/02_data_curation/``; tiny manifests are also written to
 ``data_manifests/tiny/`` (committed: they pin the sha256 of data anyone can regenerate).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -15,7 +17,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from falcon_h1r_lib.config import CurationConfig, manifests_dir
+from falcon_h1r_lib.config import ConfigError, CurationConfig, is_tiny, manifests_dir
 from falcon_h1r_lib.data import curation, manifests, splits
 from falcon_h1r_lib.data.tasks import DOMAINS
 
@@ -79,7 +81,7 @@ def run(cfg: CurationConfig, force: bool = False) -> dict[str, Any]:
             except (manifests.ManifestError, OSError):
                 pass  # outputs changed or vanished: rebuild
     clock = Stopwatch()
-    if cfg.profile == "tiny":
+    if is_tiny(cfg.profile):
         metrics = _run_tiny(cfg, out)
         reads: list[str] = []
     else:
@@ -159,29 +161,69 @@ def _run_tiny(cfg: CurationConfig, out: Path) -> dict[str, Any]:
     }
 
 
-def _run_full(cfg: CurationConfig, out: Path) -> tuple[dict[str, Any], list[str]]:
-    from falcon_h1r_lib.data.sources import eval_sets_from_sources, load_source_specs, load_sources
+def curate_rl_sources(rows: list[dict], sft_problems: list[dict], eval_sets: dict[str, list[dict]],
+                      cfg: CurationConfig) -> tuple[list[dict], list[curation.StepReport]]:
+    """RL problems of the RL sources ([P] §3.1): schema, ``rl_domains``, exact dedup, decontamination against
+    the benchmarks, then every problem that shares an id or prompt with the SFT pool removed."""
+    funnel = []
+    rows, rep = curation.validate_schema(rows, "problem")
+    funnel.append(dataclasses.replace(rep, name="rl:schema"))
+    other = Counter(r["domain"] for r in rows if r["domain"] not in cfg.rl_domains)
+    kept = [r for r in rows if r["domain"] in cfg.rl_domains]
+    funnel.append(curation.StepReport("rl:domains", len(rows), len(kept),
+                                      {f"domain:{d}": n for d, n in sorted(other.items())}))
+    rows, rep = curation.dedup_exact(kept)
+    funnel.append(dataclasses.replace(rep, name="rl:dedup_exact"))
+    rows, rep = curation.decontaminate(rows, eval_sets, cfg.decontam_ngram_n, cfg.shingle_n,
+                                       cfg.decontam_boilerplate_frac, cfg.decontam_near_threshold)
+    funnel.append(dataclasses.replace(rep, name="rl:decontaminate"))
+    rows, rep = curation.remove_overlap(rows, sft_problems, "rl:dedup_vs_sft")
+    funnel.append(rep)
+    return rows, funnel
 
+
+def _run_full(cfg: CurationConfig, out: Path) -> tuple[dict[str, Any], list[str]]:
+    from falcon_h1r_lib.data.sources import load_source, load_source_specs, load_sources
+
+    if not cfg.sources_file or not cfg.eval_sources_file:
+        raise ConfigError(f"{cfg.STAGE} ({cfg.profile}): keys 'sources_file' and 'eval_sources_file' are required")
     specs = load_source_specs(cfg.sources_file)
+    rl_specs = load_source_specs(cfg.rl_sources_file) if cfg.rl_sources_file else []
     eval_specs = load_source_specs(cfg.eval_sources_file)
-    traces, infos = load_sources(specs, "full", cfg.allow_unpinned, limit=cfg.max_rows_per_source)
-    eval_sets = eval_sets_from_sources(eval_specs, "full", cfg.allow_unpinned)
+    traces, infos = load_sources(specs, cfg.profile, cfg.allow_unpinned, limit=cfg.max_rows_per_source)
+    rl_rows, rl_infos = load_sources(rl_specs, cfg.profile, cfg.allow_unpinned, limit=cfg.max_rows_per_source)
+    eval_sets, eval_infos = {}, []
+    for spec in eval_specs:  # every benchmark whole: decontamination checks against all of it
+        rows, info = load_source(spec, cfg.profile, cfg.allow_unpinned)
+        eval_sets[spec.name] = rows
+        eval_infos.append({**info, "rows": len(rows)})
     problems = list({t["id"]: {k: v for k, v in t.items() if k not in ("response", "rollout", "teacher",
                                                                         "source_correct")} for t in traces}.values())
     result = curation.run_pipeline(problems, eval_sets, cfg, traces=traces)
-    curation.assert_disjoint(result.sft_rows, result.rl_problems)
+    # RL problems: the rl_fraction split (0 in the full profile) plus the RL sources, disjoint from every SFT problem
+    rl_from_sources, rl_funnel = curate_rl_sources(rl_rows, [*problems, *result.rl_problems], eval_sets, cfg)
+    rl_problems = [*result.rl_problems, *rl_from_sources]
+    curation.assert_disjoint(result.sft_rows, rl_problems)
+    curation.assert_disjoint(problems, rl_from_sources, ("SFT pool", "RL sources"))
     source = {"sources": infos}
+    rl_source = {"sources": infos + rl_infos}
     written = {
         "sft": _write(result.sft_rows, out, "sft", cfg, source, result.funnel, None, None, False),
-        "rl_problems": _write(result.rl_problems, out, "rl_problems", cfg, source, result.funnel, None, None, False),
+        "rl_problems": _write(rl_problems, out, "rl_problems", cfg, rl_source, result.funnel + rl_funnel,
+                              None, None, False),
         "eval": _write([p for rows in eval_sets.values() for p in rows], out, "eval", cfg,
-                       {"sources": [s.name for s in eval_specs]}, [], None, None, False),
+                       {"sources": eval_infos}, [], None, None, False),
     }
     metrics = {
         "funnel": curation.funnel_table(result.funnel),
+        "funnel_rl": curation.funnel_table(rl_funnel),
         "rows": {k: m["rows"] for k, m in written.items()},
         "mixture_sft": _mixture(result.sft_rows, curation.whitespace_token_count),
         "target_token_shares": dict(cfg.domain_token_shares),
+        "difficulty_buckets_sft": dict(Counter(r.get("difficulty_bucket") for r in result.sft_rows)),
         "sources": infos,
+        "rl_sources": rl_infos,
+        "eval_sources": eval_infos,
     }
-    return metrics, [cfg.sources_file, cfg.eval_sources_file]
+    reads = [cfg.sources_file, cfg.eval_sources_file] + ([cfg.rl_sources_file] if cfg.rl_sources_file else [])
+    return metrics, reads

@@ -360,31 +360,41 @@ def weight_by_difficulty(
     hard_weight_max: float = 1.75,
     easy_weight: float = 0.5,
     easy_policy: str = "downweight",
+    min_rollouts: int = 1,
 ) -> tuple[list[Row], StepReport]:
     """Add ``pass_rate`` (correct / k teacher rollouts), ``difficulty_bucket`` and ``weight`` columns.
 
     ``rows`` are the verified-correct traces; ``n_rollouts[id]`` is k, the rollouts the teacher made for
-    that problem, so pass rate = (rows of that id) / k. ``easy_policy``: "downweight" or "drop".
+    that problem, so pass rate = (rows of that id) / k. ``easy_policy``: "downweight" or "drop". With
+    k < ``min_rollouts`` the pass rate (0/1 or 1/1 for single-trace sources) is not trusted: bucket
+    "unrated", weight 1.0, never dropped as easy ([P] §2.2 rates difficulty over n = 12 rollouts).
     """
     if easy_policy not in ("downweight", "drop"):
         raise ValueError(f"easy_policy must be 'downweight' or 'drop', got {easy_policy!r}")
+    if min_rollouts < 1:
+        raise ValueError(f"min_rollouts must be >= 1, got {min_rollouts}")
     correct = Counter(r["id"] for r in rows)
-    kept, reasons, buckets = [], Counter(), Counter()
+    kept, reasons, buckets, unrated = [], Counter(), Counter(), set()
     for row in rows:
         k = n_rollouts.get(row["id"])
         if not k:
             raise KeyError(f"row {row['id']!r}: no rollout count in n_rollouts")
         p = correct[row["id"]] / k
-        bucket, w = difficulty_weight(
-            p, hard_max_pass_rate, easy_min_pass_rate, hard_weight_min, hard_weight_max, easy_weight
-        )
+        if k < min_rollouts:
+            bucket, w = "unrated", 1.0
+            unrated.add(row["id"])
+        else:
+            bucket, w = difficulty_weight(
+                p, hard_max_pass_rate, easy_min_pass_rate, hard_weight_min, hard_weight_max, easy_weight
+            )
         buckets[bucket] += 1
         if bucket == "easy" and easy_policy == "drop":
             reasons["easy"] += 1
             continue
         kept.append({**row, "pass_rate": p, "difficulty_bucket": bucket, "weight": float(w)})
     return kept, _report(
-        "difficulty_weight", len(rows), kept, reasons, rows_by_bucket=dict(sorted(buckets.items()))
+        "difficulty_weight", len(rows), kept, reasons, rows_by_bucket=dict(sorted(buckets.items())),
+        problems_unrated=len(unrated), min_rollouts=min_rollouts,
     )
 
 
@@ -937,6 +947,7 @@ def curate_traces(
         cfg.hard_weight_max,
         cfg.easy_weight,
         cfg.easy_policy,
+        cfg.min_rollouts_for_weighting,
     )
     funnel.append(rep)  # noqa: E702
     rows, rep = cap_rollouts(rows, cfg.max_correct_per_problem, cfg.seed)

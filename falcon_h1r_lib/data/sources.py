@@ -2,8 +2,11 @@
 
 The paper names neither its SFT datasets nor its teachers ([P] §2.1; facts §10 NOT FOUND), so the YAML
 files name open stand-ins and say why. Every source carries a pinned ``revision``; in the full profile
-an unpinned one (null or a branch name) is refused unless ``allow_unpinned=True``, and whatever commit
-was actually downloaded is returned for the manifest.
+(and its rehearsal) an unpinned one (null or a branch name) is refused unless ``allow_unpinned=True``.
+``load_source`` resolves the revision to one commit, materialises exactly that commit (Hub:
+``snapshot_download(revision=sha)``; a ``mirror:`` folder of local dataset git repos: ``git archive sha``),
+loads those files and records that sha, so a push between resolving and reading cannot go unrecorded.
+``python -m falcon_h1r_lib.data pin --sources FILE`` writes current commits into a file's ``revision:`` lines.
 
 Mapped rows follow the task-world schema so the same curation pipeline runs on them: problem rows
 ``id, domain, family (= source name), difficulty, prompt, answer`` + domain extras, and, for sources
@@ -16,10 +19,14 @@ are stdin/stdout programs: ``tests`` are ``{"input", "output"}`` pairs and ``ent
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import random
 import re
+import shutil
+import subprocess
+import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from falcon_h1r_lib.config import ConfigError, resolve_path
+from falcon_h1r_lib.config import ConfigError, is_tiny, repo_relative, resolve_path
 
 DOMAINS = ("math", "code", "science", "other")
 ROLES = ("sft", "rl", "eval")
@@ -56,6 +63,8 @@ class SourceSpec:
     license: str = ""
     why: str = ""  # why this stand-in (the paper does not publish its data)
     fields_verified: bool = True  # False: column names taken from secondary sources, check on download
+    mirror: str | None = None  # folder of local dataset git repos (<mirror>/<hub_id>); None = the Hub
+    origin: str = field(default="", compare=False)  # the sources file it was read from (set by the loader)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -78,15 +87,25 @@ def is_pinned(revision: str | None) -> bool:
     return isinstance(revision, str) and bool(_COMMIT.match(revision))
 
 
+FILE_KEYS = ("sources", "mirror")  # top-level keys of a sources file
+
+
 def load_source_specs(path: str | os.PathLike) -> list[SourceSpec]:
-    """Sources listed under ``sources:`` in a YAML file; unknown keys raise naming file, source and key."""
+    """Sources listed under ``sources:`` in a YAML file; unknown keys raise naming file, source and key. A
+    top-level ``mirror:`` (a folder of local dataset git repos) applies to every source without its own."""
     path = resolve_path(path)
     if not path.exists():
         raise ConfigError(f"{path}: sources file not found")
     doc = yaml.safe_load(path.read_text()) or {}
     if not isinstance(doc.get("sources"), list):
         raise ConfigError(f"{path}: expected a top-level 'sources:' list")
-    known = {f.name for f in dataclasses.fields(SourceSpec)}
+    unknown_top = sorted(set(doc) - set(FILE_KEYS))
+    if unknown_top:
+        raise ConfigError(f"{path}: unknown top-level key(s) {unknown_top}; known: {list(FILE_KEYS)}")
+    mirror = doc.get("mirror")
+    if mirror is not None and not isinstance(mirror, str):
+        raise ConfigError(f"{path}: 'mirror' must be a folder path, got {mirror!r}")
+    known = {f.name for f in dataclasses.fields(SourceSpec)} - {"origin"}
     specs = []
     for i, entry in enumerate(doc["sources"]):
         where = f"{path}: sources[{i}] ({entry.get('name', '?') if isinstance(entry, dict) else '?'})"
@@ -101,7 +120,7 @@ def load_source_specs(path: str | os.PathLike) -> list[SourceSpec]:
         if lacking:
             raise ConfigError(f"{where}: missing key(s) {lacking}")
         try:
-            specs.append(SourceSpec(**entry))
+            specs.append(SourceSpec(**{"mirror": mirror, **entry}, origin=repo_relative(path)))
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}") from err
     names = [s.name for s in specs]
@@ -116,30 +135,112 @@ def load_source_specs(path: str | os.PathLike) -> list[SourceSpec]:
 # --------------------------------------------------------------------------------------------
 
 
+def pin_command(origin: str) -> str:
+    return f"python -m falcon_h1r_lib.data pin --sources {origin or '<sources file>'}"
+
+
 def check_pinned(spec: SourceSpec, profile: str = "full", allow_unpinned: bool = False) -> None:
-    if profile == "full" and not spec.pinned and not allow_unpinned:
+    """Refuse an unpinned source on the full path (full and rehearsal), naming file, source and the fix."""
+    if not is_tiny(profile) and not spec.pinned and not allow_unpinned:
         raise ConfigError(
-            f"source {spec.name!r} ({spec.hub_id}): revision {spec.revision!r} is not a commit hash; pin it in "
-            "data_manifests/full/ (the manifest of a first download records the commit) or pass allow_unpinned=True"
+            f"{spec.origin or 'sources file'}: source {spec.name!r} ({spec.hub_id}): revision {spec.revision!r} "
+            f"is not a commit hash; pin it with `{pin_command(spec.origin)}` or pass allow_unpinned=True"
         )
 
 
-def resolve_revision(spec: SourceSpec) -> str:
-    """The commit the Hub serves for ``spec.revision`` (needs network; used when downloading)."""
-    from huggingface_hub import HfApi
+def mirror_repo(spec: SourceSpec) -> Path:
+    """``<mirror>/<hub_id>``: the local git repo standing in for the Hub dataset (``mirror`` via resolve_path)."""
+    if spec.mirror is None:
+        raise ValueError(f"source {spec.name!r}: no mirror")
+    repo = resolve_path(spec.mirror) / spec.hub_id
+    if not (repo / ".git").exists():
+        raise ConfigError(f"{spec.origin}: source {spec.name!r}: mirror repo {repo} is not a git repository "
+                          "(write stand-ins with `python -m falcon_h1r_lib.data standins`)")
+    return repo
 
-    return HfApi().dataset_info(spec.hub_id, revision=spec.revision or "main").sha
+
+def _git(repo: Path, *args: str) -> bytes:
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True)
+    if proc.returncode:
+        raise ConfigError(f"{repo}: git {' '.join(args)} failed: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout
+
+
+def resolve_revision(spec: SourceSpec) -> str:
+    """The commit ``spec.revision`` (null: the default branch) names now: Hub ``dataset_info(...).sha``
+    (network) or ``git rev-parse`` in the mirror repo."""
+    ref = spec.revision
+    if spec.mirror is not None:
+        sha = _git(mirror_repo(spec), "rev-parse", "--verify", f"{ref or 'HEAD'}^{{commit}}").decode().strip()
+    else:
+        from huggingface_hub import HfApi
+
+        sha = HfApi().dataset_info(spec.hub_id, revision=ref or "main").sha
+    if not is_pinned(sha):
+        raise ConfigError(f"source {spec.name!r}: {ref!r} resolved to {sha!r}, not a commit hash")
+    return sha
+
+
+def _readme_patterns(readme: str, config: str | None, split: str) -> list[str] | None:
+    """Files of one config and split from a dataset card's ``configs:`` front matter (None: not declared)."""
+    m = re.match(r"---\n(.*?)\n---", readme, re.S)
+    meta = yaml.safe_load(m.group(1)) if m else None
+    for cfg in (meta or {}).get("configs") or []:
+        if cfg.get("config_name", "default") != (config or "default"):
+            continue
+        files = cfg.get("data_files")
+        files = [files] if isinstance(files, str) else files
+        if isinstance(files, list) and all(isinstance(f, str) for f in files):  # one file list for every split
+            return list(files)
+        out = []
+        for entry in files or []:
+            if isinstance(entry, dict) and entry.get("split", split) == split:
+                path = entry.get("path")
+                out += [path] if isinstance(path, str) else list(path or [])
+        return out or None
+    return None
+
+
+def materialize(spec: SourceSpec, sha: str) -> Path:
+    """A local folder holding exactly commit ``sha`` of the source's repo. Mirror: ``git archive sha`` extracted
+    once into ``<mirror>/.snapshots/<hub_id>/<sha>``; Hub: ``snapshot_download(revision=sha)``, limited to the
+    files of ``data_files`` or of the config's split when the dataset card declares them."""
+    if not is_pinned(sha):
+        raise ValueError(f"source {spec.name!r}: materialize needs a commit hash, got {sha!r}")
+    if spec.mirror is not None:
+        repo = mirror_repo(spec)
+        out = resolve_path(spec.mirror) / ".snapshots" / spec.hub_id / sha
+        if not out.is_dir():
+            tmp = out.with_name(f"{sha}.tmp{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            with tarfile.open(fileobj=io.BytesIO(_git(repo, "archive", "--format=tar", sha))) as tar:
+                tar.extractall(tmp, filter="data")
+            os.replace(tmp, out)
+        return out
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    if spec.data_files is not None:
+        patterns = [spec.data_files] if isinstance(spec.data_files, str) else list(spec.data_files)
+    else:
+        card = Path(hf_hub_download(spec.hub_id, "README.md", repo_type="dataset", revision=sha)).read_text()
+        patterns = _readme_patterns(card, spec.config, spec.split)
+    allow = None if patterns is None else [*patterns, "README.md"]
+    return Path(snapshot_download(spec.hub_id, repo_type="dataset", revision=sha, allow_patterns=allow))
 
 
 def read_records(
-    spec: SourceSpec, local_files: str | Sequence[str] | None = None, limit: int | None = None
+    spec: SourceSpec, local_files: str | Sequence[str] | None = None, limit: int | None = None,
+    local_dir: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
-    """Raw records of a source: from ``local_files`` (JSON/JSONL/Parquet shaped like the source; tests
-    and offline mirrors) or from the Hub at ``spec.revision``."""
+    """Raw records of a source: from ``local_files`` (JSON/JSONL/Parquet shaped like the source; tests) or from
+    ``local_dir``, a materialised commit of its repo, read as ``load_dataset(dir, config, split, data_files)``."""
     import datasets
 
     from falcon_h1r_lib.data.manifests import _quiet_datasets
 
+    if (local_files is None) == (local_dir is None):
+        raise ValueError(f"source {spec.name!r}: give exactly one of local_files or local_dir")
     with _quiet_datasets():
         if local_files is not None:
             files = [local_files] if isinstance(local_files, (str, os.PathLike)) else list(local_files)
@@ -147,13 +248,8 @@ def read_records(
             fmt = "parquet" if all(f.endswith(".parquet") for f in files) else "json"
             ds = datasets.load_dataset(fmt, data_files=files, split="train")
         else:
-            ds = datasets.load_dataset(
-                spec.hub_id,
-                name=spec.config,
-                split=spec.split,
-                revision=spec.revision,
-                data_files=spec.data_files,
-            )
+            ds = datasets.load_dataset(str(local_dir), name=spec.config, split=spec.split,
+                                       data_files=spec.data_files)
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     records = ds.to_list()
@@ -182,22 +278,26 @@ def load_source(
     local_files: str | Sequence[str] | None = None,
     limit: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(rows, manifest source entry). The entry records the revision actually read."""
+    """(rows, manifest source entry). Resolves the revision to one commit, materialises exactly that commit
+    (``materialize``), loads it and records that same commit; ``local_files`` (tests) bypass all three."""
     if local_files is None:
         check_pinned(spec, profile, allow_unpinned)
-        resolved = resolve_revision(spec)
+        sha = resolve_revision(spec)
+        records = read_records(spec, limit=limit, local_dir=materialize(spec, sha))
     else:
-        resolved = None
-    rows = map_records(spec, read_records(spec, local_files, limit))
+        sha, records = None, read_records(spec, local_files, limit)
+    rows = map_records(spec, records)
     info = {
-        "kind": "hub",
+        "kind": "local_files" if local_files is not None else "mirror" if spec.mirror is not None else "hub",
         "name": spec.name,
         "hub_id": spec.hub_id,
+        "mirror": spec.mirror,
+        "sources_file": spec.origin,
         "config": spec.config,
         "split": spec.split,
         "data_files": spec.data_files,
         "requested_revision": spec.revision,
-        "revision": resolved,
+        "revision": sha,
         "local_files": None
         if local_files is None
         else [
@@ -208,6 +308,57 @@ def load_source(
         "limit": limit,
     }
     return rows, info
+
+
+# --------------------------------------------------------------------------------------------
+# Pinning: write current commits into a sources file's revision lines (comments survive)
+# --------------------------------------------------------------------------------------------
+
+_ENTRY = re.compile(r"^(\s*)-\s+name:\s*['\"]?([^'\"#\s]+)")
+_REVISION = re.compile(r"^(\s+revision:\s*)([^#\n]*?)(\s*(#.*)?)$")
+
+
+def set_revisions(text: str, revisions: dict[str, str], where: str = "<text>") -> str:
+    """``text`` with the ``revision:`` value of each named source replaced (block-style entries only; the
+    comment and every other line kept byte for byte). Raises naming ``where`` and the source if not found."""
+    lines = text.splitlines(keepends=True)
+    starts = [(i, m.group(2), len(m.group(1))) for i, line in enumerate(lines) if (m := _ENTRY.match(line))]
+    done = set()
+    for n, (i, name, indent) in enumerate(starts):
+        if name not in revisions:
+            continue
+        end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
+        for j in range(i + 1, end):
+            m = _REVISION.match(lines[j].rstrip("\n"))
+            if m and len(m.group(1)) - len(m.group(1).lstrip()) > indent:
+                nl = "\n" if lines[j].endswith("\n") else ""
+                lines[j] = f'{m.group(1)}"{revisions[name]}"{m.group(3)}{nl}'
+                done.add(name)
+                break
+    missing = sorted(set(revisions) - done)
+    if missing:
+        raise ConfigError(f"{where}: no block-style 'revision:' line found for source(s) {missing}")
+    return "".join(lines)
+
+
+def pin_sources_file(path: str | os.PathLike) -> dict[str, dict[str, str | None]]:
+    """Resolve every source's current commit (the branch its ``revision`` names, else the default branch) and
+    write it into ``path``; returns ``{name: {"old": ..., "new": sha}}``."""
+    path = resolve_path(path)
+    specs = load_source_specs(path)
+    # a pinned commit moves to the default branch's head; a branch name is resolved as such
+    new = {s.name: resolve_revision(dataclasses.replace(s, revision=None if s.pinned else s.revision))
+           for s in specs}
+    path.write_text(set_revisions(path.read_text(), new, str(path)))
+    pinned = {s.name: s.revision for s in load_source_specs(path)}
+    if pinned != new:  # the YAML must read back as written
+        raise ConfigError(f"{path}: pinned revisions read back as {pinned}, expected {new}")
+    return {s.name: {"old": s.revision, "new": new[s.name]} for s in specs}
+
+
+def unpinned_sources(path: str | os.PathLike) -> list[str]:
+    """Names of the sources in ``path`` whose revision is not a commit hash (no network)."""
+    return [s.name for s in load_source_specs(path) if not s.pinned]
 
 
 # --------------------------------------------------------------------------------------------

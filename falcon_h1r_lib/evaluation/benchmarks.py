@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from falcon_h1r_lib.config import ConfigError, load_config
+from falcon_h1r_lib.config import ConfigError, is_tiny, load_config
 from falcon_h1r_lib.paper_results import paper_table
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class Benchmark:
     """One benchmark: its problems' origin, the sampling protocol, and where its paper number lives."""
 
     name: str  # registry key (the paper's column name for full benchmarks)
-    profile: str  # "tiny" | "full"
+    profile: str  # "tiny" | "full" (the rehearsal evaluates on the full registry)
     domain: str  # math | code | science | other: which verifier grades it
     samples_per_problem: int  # n responses per query, pass@1 averaged over them ([P] Table 9)
     max_new_tokens: int  # maximum response length ([P] Table 9)
@@ -51,8 +51,7 @@ class Benchmark:
     note: str = ""  # protocol differences from the paper worth printing beside the number
 
     def __post_init__(self) -> None:
-        if self.profile not in ("tiny", "full"):
-            raise ValueError(f"benchmark {self.name!r}: profile {self.profile!r}")
+        is_tiny(self.profile)  # a known profile (ConfigError otherwise); every non-tiny one is the full path
         if self.samples_per_problem < 1 or self.max_new_tokens < 1:
             raise ValueError(f"benchmark {self.name!r}: samples_per_problem and max_new_tokens must be >= 1")
         if self.gradable == bool(self.why_not_gradable):
@@ -70,7 +69,7 @@ class Benchmark:
         revision, or from ``local_files`` (an offline mirror shaped like the source)."""
         if limit is not None and limit < 1:
             raise ValueError(f"benchmark {self.name!r}: limit must be >= 1 or None, got {limit}")
-        if self.profile == "tiny":
+        if is_tiny(self.profile):
             from falcon_h1r_lib.data import splits
 
             cap = tiny_eval_size()
@@ -160,10 +159,14 @@ def _registry() -> dict[str, dict[str, Benchmark]]:
 BENCHMARKS: Mapping[str, Mapping[str, Benchmark]] = _registry()
 
 
+def registry_of(profile: str) -> str:
+    """The registry a profile evaluates on: "tiny", or "full" for the full profile and its rehearsal."""
+    return "tiny" if is_tiny(profile) else "full"
+
+
 def get_benchmark(name: str, profile: str = "tiny") -> Benchmark:
-    """A registered benchmark by name, e.g. ``get_benchmark("AIME25", "full")``."""
-    if profile not in BENCHMARKS:
-        raise ConfigError(f"profile {profile!r}: known {sorted(BENCHMARKS)}")
+    """A registered benchmark by name, e.g. ``get_benchmark("AIME25", "full")`` (the rehearsal: full's)."""
+    profile = registry_of(profile)
     try:
         return BENCHMARKS[profile][name]
     except KeyError:
@@ -172,7 +175,7 @@ def get_benchmark(name: str, profile: str = "tiny") -> Benchmark:
 
 
 def benchmark_names(profile: str = "tiny", gradable_only: bool = False) -> list[str]:
-    return [n for n, b in BENCHMARKS[profile].items() if b.gradable or not gradable_only]
+    return [n for n, b in BENCHMARKS[registry_of(profile)].items() if b.gradable or not gradable_only]
 
 
 __all__ = ["BENCHMARKS", "EVAL_SOURCES_FILE", "EVAL_TEMPERATURE", "EVAL_TOP_P", "Benchmark", "benchmark_names",

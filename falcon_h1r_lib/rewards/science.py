@@ -17,9 +17,12 @@ def extract_choice(response: str) -> str | None:
     return final_choice(answer_part(response))
 
 
-def verify_science(problem: dict, response: str) -> bool:
-    """True iff the extracted letter equals ``problem["answer"]``; no letter is a wrong answer."""
+def verify_science(problem: dict, response: str) -> bool | None:
+    """True iff the extracted letter equals ``problem["answer"]``; no letter is a wrong answer. An empty gold
+    (an unlabelled source, e.g. Mixture-of-Thoughts science) gives no verdict (None); any other non-letter raises."""
     gold = str(problem["answer"]).strip().upper()
+    if not gold:
+        return None
     if gold not in CHOICE_LETTERS:
         raise ValueError(f"problem {problem.get('id')!r}: science answer must be a letter A-D, got {gold!r}")
     return extract_choice(response) == gold
