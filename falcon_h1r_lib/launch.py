@@ -51,7 +51,7 @@ class LaunchConfig(StageConfig):
     rl_nodes: int = 1  # nodes of the RL job; paper: not given
     processes_per_node: int = 8  # ranks per node (one per GPU)
     main_process_port: int = 29500  # rendezvous port on the first node
-    cpu: bool = False  # accelerate --cpu: gloo instead of NCCL (the CPU rehearsal only)
+    cpu: bool = False  # CPU ranks on gloo, fp32 (the rehearsal only): FSDP through the fsdp_on_cpu shim
     slurm_dir: str = "falcon_h1r_lib/profiles/slurm"  # the sbatch scripts of launcher "slurm"
     sbatch_args: tuple[str, ...] = ()  # extra sbatch options (partition, account, time)
 
@@ -118,18 +118,25 @@ def command(name: str, config_file: str, launch: LaunchConfig, *, num_machines: 
             "--num_machines", str(nodes), "--num_processes", str(nodes * launch.processes_per_node),
             "--machine_rank", str(machine_rank), "--main_process_ip", main_process_ip,
             "--main_process_port", str(launch.main_process_port)]
-    if launch.cpu:
-        argv.append("--cpu")
+    if launch.cpu:  # not `--cpu`: accelerate's CPU launcher has no FSDP (see fsdp_on_cpu/sitecustomize.py)
+        argv += ["--mixed_precision", "no"]
     return [*argv, *entry]
 
 
-def job_env(profile: str) -> dict[str, str]:
-    """Environment of a job: offline only on tiny (the full profile reaches the Hub), repo root pinned."""
-    env = dict(os.environ)
+FSDP_ON_CPU = Path(__file__).resolve().parent / "fsdp_on_cpu"  # sitecustomize.py: FSDP2 over gloo on CPU ranks
+
+
+def job_env(profile: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of a job: offline only on tiny (the full profile reaches the Hub), repo root pinned; a
+    ``cpu: true`` launch puts the FSDP-on-CPU shim on PYTHONPATH (it acts only without CUDA)."""
+    env = dict(os.environ if base is None else base)
     env.setdefault("FALCON_H1R_ROOT", str(repo_root()))
     if is_tiny(profile):
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("HF_DATASETS_OFFLINE", "1")
+    elif launch_config(profile).cpu:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(FSDP_ON_CPU), env.get("PYTHONPATH", "")) if p)
+        env["FALCON_H1R_FSDP_ON_CPU"] = "1"
     return env
 
 
@@ -239,4 +246,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["JOBS", "Job", "LaunchConfig", "command", "job_env", "launch_config", "run_stage", "stage_config_file",
-           "write_job_config"]
+           "write_job_config", "FSDP_ON_CPU"]

@@ -94,18 +94,18 @@ def run(stages: Sequence[str] | None = None) -> dict[str, float]:
     """Run the rehearsal (all stages, or those named); returns and records wall seconds per step."""
     out = runs_dir(PROFILE)
     out.mkdir(parents=True, exist_ok=True)
-    hub = out / HUB_DIR
+    hub = f"runs/{PROFILE}/{HUB_DIR}"  # relative: manifests record a mirror that moves with FALCON_H1R_RUNS
     log = out / "rehearsal.log"
     env = environment(out / "slurm_shim")
     wanted = set(stages or [s for s, _ in SLURM_STAGES] + ["hub"])
     seconds: dict[str, float] = {}
     py = sys.executable
     if "hub" in wanted:
-        seconds["hub_standins"] = _run([py, "-m", "falcon_h1r_lib.data.standins", "--root", str(hub)], env, log)
+        seconds["hub_standins"] = _run([py, "-m", "falcon_h1r_lib.data.standins", "--root", hub], env, log)
         seconds["base_model_standin"] = _run(
-            [py, "-m", "falcon_h1r_lib.models.standin", "--out", str(hub / BASE_MODEL)], env, log)
+            [py, "-m", "falcon_h1r_lib.models.standin", "--out", f"{hub}/{BASE_MODEL}"], env, log)
         seconds["pin"] = _run([py, "-m", "falcon_h1r_lib.data", "pin", "--sources",
-                               *[str(hub / "manifests" / m) for m in MANIFESTS]], env, log)
+                               *[f"{hub}/manifests/{m}" for m in MANIFESTS]], env, log)
     for stage, script in SLURM_STAGES:
         if stage in wanted:
             seconds[stage] = _run(["bash", f"falcon_h1r_lib/profiles/slurm/{script}"], env, log)

@@ -173,19 +173,22 @@ def load_falcon_tokenizer(
     force_chat_template: bool = False,
     padding_side: str = "left",
 ) -> PreTrainedTokenizerFast:
-    """Full profile: the released tokenizer, with our chat template if it ships none.
+    """Full profile: the released tokenizer, with our chat template if it ships none, and eos = `<|im_end|>`.
 
     `force_chat_template=True` installs ours anyway, e.g. for SFT with `assistant_only_loss`, which
-    needs the `{% generation %}` markers the Hub template lacks.
+    needs the `{% generation %}` markers the Hub template lacks. A base model's eos ends documents; a chat
+    turn ends with `<|im_end|>`, so that becomes the eos (the old eos stays the pad token if none is set).
     """
     tok = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)
+    missing = [t for t in (IM_START, IM_END) if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
     if force_chat_template or not tok.chat_template:
-        missing = [t for t in (IM_START, IM_END) if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
         if missing:
             raise ValueError(f"tokenizer {name_or_path} lacks the ChatML tokens {missing} our template needs")
         tok.chat_template = CHAT_TEMPLATE
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if IM_END not in missing:
+        tok.eos_token = IM_END  # generation and SFT end a turn here, not at the base model's end-of-text
     tok.padding_side = padding_side
     return tok
 

@@ -43,6 +43,7 @@ SIZE_KEYS: dict[str, str] = {
     "per_device_train_batch_size": "samples per device", "gradient_accumulation_steps": "micro-steps per step",
     "global_batch_size": "samples per optimizer step (world x per device x accumulation)",
     "save_steps": "steps between checkpoints", "logging_steps": "steps between log lines",
+    "save_total_limit": "checkpoints kept on disk",
     "warmup_steps": "warm-up steps of a short run", "cache_size": "backfill groups kept",
     "eval_batch_size": "sequences decoded together", "batch_size": "sequences decoded together",
     "grade_workers": "grading threads", "num_threads": "torch CPU threads",
@@ -125,7 +126,11 @@ def test_full_sft_is_an_accelerate_job_over_the_cluster():
     assert argv[argv.index("--machine_rank") + 1] == "3" and "--cpu" not in argv
     assert argv[-4:] == ["-m", "falcon_h1r_lib.train.sft", "--config", "falcon_h1r_lib/profiles/full/03_sft.yaml"]
     rehearsal = launch.command("04_rl", "x.yaml", launch.launch_config("rehearsal"))
-    assert "--cpu" in rehearsal and rehearsal[rehearsal.index("--num_processes") + 1] == "2"
+    assert rehearsal[rehearsal.index("--num_processes") + 1] == "2" and "--cpu" not in rehearsal
+    assert rehearsal[rehearsal.index("--mixed_precision") + 1] == "no"
+    env = launch.job_env("rehearsal", {})
+    assert env["FALCON_H1R_FSDP_ON_CPU"] == "1" and str(launch.FSDP_ON_CPU) in env["PYTHONPATH"]
+    assert "FALCON_H1R_FSDP_ON_CPU" not in launch.job_env("full", {})
     # same accelerate config file as the cluster
     assert rehearsal[rehearsal.index("--config_file") + 1] == lc.accelerate_config
 

