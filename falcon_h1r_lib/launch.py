@@ -222,13 +222,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--machine-rank", type=int, default=0)
     parser.add_argument("--main-process-ip", default="127.0.0.1")
     parser.add_argument("--exec", action="store_true", help="run the command (default: print it)")
-    parser.add_argument("extra", nargs="*", help="arguments passed on to the stage (after --)")
-    a = parser.parse_args(argv)
+    parser.epilog = "Arguments after `--` are passed on to the stage (e.g. -- --set benchmarks=[AIME24])."
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    a = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     try:
         launch = launch_config(a.profile)
         config_file = a.config or stage_config_file(a.job, a.profile)
         argv_ = command(a.job, config_file, launch, num_machines=a.nodes, machine_rank=a.machine_rank,
-                        main_process_ip=a.main_process_ip, extra=a.extra)
+                        main_process_ip=a.main_process_ip, extra=extra)
     except ConfigError as err:
         print(f"launch: {err}", file=sys.stderr)
         return 2

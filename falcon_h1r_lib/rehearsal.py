@@ -33,6 +33,7 @@ from falcon_h1r_lib.config import repo_root, runs_dir
 PROFILE = "rehearsal"
 HUB_DIR = "hub"  # runs/rehearsal/hub: the stand-in Hub (dataset repos, base model, pinned manifests)
 BASE_MODEL = "tiiuae/Falcon-H1-7B-Base"
+RL_ROWS = 160  # the barely trained SFT stand-in solves ~none: the Fig. 9 filter keeps ~10% (all-wrong subset)
 MANIFESTS = ("sft_sources.yaml", "rl_sources.yaml", "eval_benchmarks.yaml")
 SLURM_STAGES = (("02_data_curation", "data.sbatch"), ("03_sft", "sft.sbatch"), ("04_rl", "rl.sbatch"),
                 ("05_evaluation", "evaluation.sbatch"), ("06_deepconf_scaling", "deepconf.sbatch"))
@@ -101,7 +102,8 @@ def run(stages: Sequence[str] | None = None) -> dict[str, float]:
     seconds: dict[str, float] = {}
     py = sys.executable
     if "hub" in wanted:
-        seconds["hub_standins"] = _run([py, "-m", "falcon_h1r_lib.data.standins", "--root", hub], env, log)
+        seconds["hub_standins"] = _run([py, "-m", "falcon_h1r_lib.data.standins", "--root", hub, "--rows", "24",
+                                         "--rl-rows", str(RL_ROWS)], env, log)
         seconds["base_model_standin"] = _run(
             [py, "-m", "falcon_h1r_lib.models.standin", "--out", f"{hub}/{BASE_MODEL}"], env, log)
         seconds["pin"] = _run([py, "-m", "falcon_h1r_lib.data", "pin", "--sources",

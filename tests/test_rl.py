@@ -473,3 +473,37 @@ def test_rehearsal_rl_profile_is_full_at_cpu_size():
     assert rl.batch_plan(reh, 2)["per_device_batch"] == 1 and per_rank_cache_size(reh.cache_size, 2) == 1
     assert reh.sft_model_path == "runs/rehearsal/03_sft/sft"
     assert full.vllm_max_model_length > full.max_completion_length and full.report_to == "none"
+
+
+def test_calls_saved_is_none_not_nan_without_steps():
+    """A run that recorded no step (e.g. no batch) must still write metrics.json, which refuses NaN."""
+    from falcon_h1r_lib.train.rl_backfill import BackfillStats, generation_calls_saved
+
+    out = generation_calls_saved(BackfillStats(), 2, 3)
+    assert out["rounds_per_step_with_cache"] is None and out["calls_saved_fraction"] is None
+
+
+def test_too_few_kept_problems_for_one_step_fail_with_the_numbers(monkeypatch, tmp_path):
+    """Before: TRL's sampler yielded no batch, training ran 0 steps and the run died on a NaN metric."""
+    from falcon_h1r_lib.train import rl, rl_data
+
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    cfg = load_config("04_rl", "rehearsal")
+    pool = [{"id": f"p{i}", "domain": "math", "prompt": f"{i}+1?", "answer": str(i + 1)} for i in range(3)]
+    import falcon_h1r_lib.data.build as build
+
+    monkeypatch.setattr(build, "run", lambda cfg02: None)
+    monkeypatch.setattr(build, "load_output", lambda cfg02, name: [])
+    monkeypatch.setattr(rl_data, "build_pool", lambda *a: (pool, []))
+    monkeypatch.setattr(rl, "weights_fingerprint", lambda path: "w")
+    monkeypatch.setattr(rl, "_filter_cached", lambda out, key: False)
+    monkeypatch.setattr(rl, "filter_backend", lambda *a, **k: (None, None))
+    monkeypatch.setattr(rl_data, "rollout_outcomes", lambda *a: {})
+    monkeypatch.setattr(rl_data, "outcomes_table", lambda *a: __import__("pandas").DataFrame({"x": [1]}))
+    monkeypatch.setattr(rl_data, "apply_filter", lambda pool, outcomes, cfg: (pool[:1], {"n_in": 3, "n_out": 1,
+                        "dropped_by_reason": {}, "details": {}}))
+    import falcon_h1r_lib.generation as generation
+
+    monkeypatch.setattr(generation, "close_backend", lambda b: None)
+    with pytest.raises(RuntimeError, match=r"kept 1 of 3 problems, fewer than one step's prompts_per_step=2"):
+        rl.prepare_data(cfg, tmp_path)

@@ -284,15 +284,17 @@ def manifest_copy(text: str, mirror: str) -> str:
 
 
 def write_standins(root: str | os.PathLike, n_per_source: int = 24, seed: int = 0,
-                   source_files: dict[str, str | os.PathLike] | None = None) -> dict[str, Any]:
+                   source_files: dict[str, str | os.PathLike] | None = None, n_rl: int | None = None) -> dict[str, Any]:
     """Write every source of the three full source files as a git repo under ``root`` plus the manifest
     copies; returns ``{"root", "manifests": {name: path}, "repos": {hub_id: commit}, "planted": PLANTED}``.
 
-    ``n_per_source`` rows per source (>= 4: the planted cases need rows 0-2). ``root`` resolves through
+    ``n_per_source`` rows per source (>= 4: the planted cases need rows 0-2), ``n_rl`` per RL source (default the
+    same: the Fig. 9 filter of a barely trained model keeps ~10% of them, and RL needs prompts_per_step). ``root`` resolves through
     ``config.resolve_path`` and is written into the copies as given (``runs/...`` survives moving the runs root).
     """
-    if n_per_source < 4:
-        raise ValueError(f"standins: n_per_source must be >= 4, got {n_per_source}")
+    n_rl = n_per_source if n_rl is None else n_rl
+    if min(n_per_source, n_rl) < 4:
+        raise ValueError(f"standins: n_per_source and n_rl must be >= 4, got {n_per_source}, {n_rl}")
     files = {k: Path(v) for k, v in (source_files or {}).items()}
     files = {k: files.get(k, manifests_dir() / "full" / f"{k}.yaml") for k in SOURCE_FILES}
     base = resolve_path(root)
@@ -302,7 +304,7 @@ def write_standins(root: str | os.PathLike, n_per_source: int = 24, seed: int = 
                       error_slope=0.5)
     problems: dict[str, list[dict]] = {}
     for spec in [s for k in ("eval_benchmarks", "sft_sources", "rl_sources") for s in specs[k]]:
-        problems[spec.name] = pools.take(spec.role, spec.domain, n_per_source)
+        problems[spec.name] = pools.take(spec.role, spec.domain, n_rl if spec.role == "rl" else n_per_source)
     for name, i, origin in PLANTED.values():  # copies of the origin's row 3: same prompt, answer and solution
         src = problems[origin][3]
         problems[name][i] = {**problems[name][i], "prompt": src["prompt"], "answer": src["answer"],
@@ -327,7 +329,7 @@ def write_standins(root: str | os.PathLike, n_per_source: int = 24, seed: int = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m falcon_h1r_lib.data.standins --root runs/rehearsal/hub [--rows 24] [--seed 0]``."""
+    """``python -m falcon_h1r_lib.data.standins --root runs/rehearsal/hub [--rows 24] [--rl-rows N] [--seed 0]``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m falcon_h1r_lib.data.standins",
@@ -335,9 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="runs/rehearsal/hub",
                         help="folder of the stand-in repos (runs/... resolves under the runs root)")
     parser.add_argument("--rows", type=int, default=24, help="rows per source")
+    parser.add_argument("--rl-rows", type=int, default=None, help="rows per RL source (default: --rows)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    out = write_standins(args.root, args.rows, args.seed)
+    out = write_standins(args.root, args.rows, args.seed, n_rl=args.rl_rows)
     print(json.dumps({"root": out["root"], "manifests": out["manifests"], "repos": out["repos"]}, indent=1))
     return 0
 

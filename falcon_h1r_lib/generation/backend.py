@@ -7,6 +7,8 @@ close it (`with backend:` / `backend.close()`) before the next one starts, so on
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,9 +50,15 @@ class BackendSpec:
 
 
 def path_or_id(name: str) -> str:
-    """A local checkpoint (relative paths from the repo root) or, failing that, a Hub id as given."""
+    """A local checkpoint (relative paths from the repo root) or, failing that, a Hub id as given.
+
+    Raises FileNotFoundError for a missing absolute or ``runs/...`` path: those are a stage's outputs, never Hub ids."""
     local = resolve_path(name)
-    return str(local) if local.exists() else name
+    if local.exists():
+        return str(local)
+    if Path(name).is_absolute() or Path(name).parts[:1] == ("runs",):
+        raise FileNotFoundError(f"{name}: no checkpoint at {local} (run the stage that writes it first)")
+    return name
 
 
 def load_tokenizer(spec: BackendSpec):

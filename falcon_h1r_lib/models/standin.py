@@ -69,7 +69,7 @@ def expected_config(record: dict[str, Any]):
     return standin_config(record["dial"]["width"], record["vocab_size"])
 
 
-def write_standin(out: str | Path = DEFAULT_OUT, width: int = 64, vocab_size: int = 512, seed: int = 0,
+def write_standin(out: str | Path = DEFAULT_OUT, width: int = 128, vocab_size: int = 512, seed: int = 0,
                   force: bool = False) -> Path:
     """Write the stand-in (config, safetensors, tokenizer, ``standin.json``) to ``out``; skipped when it is there."""
     from falcon_h1r_lib.config import resolve_path
@@ -98,7 +98,8 @@ def write_standin(out: str | Path = DEFAULT_OUT, width: int = 64, vocab_size: in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m falcon_h1r_lib.models.standin", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"folder to write (default {DEFAULT_OUT}, under the runs root)")
-    parser.add_argument("--width", type=int, default=64, help="the tiny dial (hidden size); 7B: 3072")
+    parser.add_argument("--width", type=int, default=128,
+                        help="the tiny dial (hidden size; 128 gives head_dim 32, the smallest vLLM-CPU attention takes); 7B: 3072")
     parser.add_argument("--vocab-size", type=int, default=512, help="tiny tokenizer vocabulary; 7B: 130,048")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="rewrite even when a matching stand-in is there")

@@ -238,6 +238,9 @@ def prepare_data(cfg: RLStageConfig, out: Path, model=None, tokenizer=None) -> t
     kept, filter_report = rl_data.apply_filter(pool, outcomes, cfg)
     if not kept:
         raise RuntimeError(f"{cfg.STAGE}: the Fig. 9 filter kept no problem of {len(pool)}; nothing to learn from")
+    if len(kept) < cfg.prompts_per_step:  # TRL's sampler would yield no batch and train 0 steps
+        raise RuntimeError(f"{cfg.STAGE}: the Fig. 9 filter kept {len(kept)} of {len(pool)} problems, fewer than one "
+                           f"step's prompts_per_step={cfg.prompts_per_step}; add RL sources or relax the filter")
     k = cfg.filter_rollouts
     all_rates = [{"sft_pass_rate": sum(o["outcomes"]) / len(o["outcomes"])} for o in outcomes.values()]
     report = {

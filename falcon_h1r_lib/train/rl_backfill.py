@@ -232,15 +232,15 @@ def rounds_without_cache(round_yields: Sequence[Sequence[int] | int], groups_per
         rounds += used
 
 
-def generation_calls_saved(stats: BackfillStats, groups_per_rank: int, max_rounds: int) -> dict[str, float | int]:
+def generation_calls_saved(stats: BackfillStats, groups_per_rank: int, max_rounds: int) -> dict[str, float | int | None]:
     """Generation calls per step with the cache (measured) vs without it (replayed on the same per-rank yields).
 
     ``groups_per_rank``: groups each rank contributes to a step (prompts_per_step / world size), the quota the
-    recorded per-rank yields are replayed against."""
-    with_cache = stats.rounds / stats.steps if stats.steps else float("nan")
+    recorded per-rank yields are replayed against. Undefined ratios (no step recorded) are None."""
+    with_cache = stats.rounds / stats.steps if stats.steps else None
     steps, rounds = rounds_without_cache(stats.round_yields, groups_per_rank, max_rounds)
-    without = rounds / steps if steps else float("nan")
-    saved = 1 - with_cache / without if steps and without > 0 else float("nan")
+    without = rounds / steps if steps else None
+    saved = 1 - with_cache / without if with_cache is not None and without else None
     return {"rounds_per_step_with_cache": with_cache, "rounds_per_step_without_cache": without,
             "replayed_steps_without_cache": steps, "calls_saved_fraction": saved}
 
