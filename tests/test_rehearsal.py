@@ -191,7 +191,7 @@ def test_make_reproduce_full_installs_the_gpu_stack_and_stays_online():
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("HF_")}
     dry = subprocess.run(["make", "-n", "-B", "reproduce", "PROFILE=full"], cwd=repo_root(), env=env,
                          capture_output=True, text=True, check=True).stdout
-    assert ".[gpu,dev]" in dry and ".[cpu" not in dry
+    assert ".[gpu,dev]" in dry and ".[cpu" not in dry and ".venv-gpu/bin/python" in dry
     probe = ["--eval", 'show-offline: ; @echo "[$$HF_HUB_OFFLINE]"', "show-offline"]
     for profile, want in (("full", "[]"), ("tiny", "[1]"), ("rehearsal", "[1]")):
         got = subprocess.run(["make", "-s", f"PROFILE={profile}", *probe], cwd=repo_root(), env=env,
@@ -213,7 +213,7 @@ def test_slurm_scripts_run_the_launch_commands(tmp_path):
     fake_py.chmod(0o755)
     env = {**os.environ, **slurm_shim(tmp_path / "bin"), "PY": str(fake_py), "PROFILE": "full",
            "FALCON_H1R_RUNS": str(tmp_path / "runs")}
-    expected = {"data.sbatch": ["02_data_curation"], "sft.sbatch": ["03_sft"], "rl.sbatch": ["04_rl_filter", "04_rl"],
+    expected = {"data.sbatch": ["02_data_curation"], "sft.sbatch": ["03_sft"], "rl_filter.sbatch": ["04_rl_filter"], "rl.sbatch": ["04_rl"],
                 "evaluation.sbatch": ["05_evaluation"], "deepconf.sbatch": ["06_deepconf_scaling"]}
     for script, jobs in expected.items():
         out = subprocess.run(["bash", f"falcon_h1r_lib/profiles/slurm/{script}"], cwd=repo_root(), env=env,
@@ -261,3 +261,26 @@ def test_rehearsal_end_to_end():
     assert set(benches) == set(load_config("05_evaluation", "full").benchmarks)
     dc = json.loads((out / "06_deepconf_scaling" / "metrics.json").read_text())
     assert dc["metrics"]["models"]
+
+
+def test_launch_refuses_bad_sizes_before_any_node_starts(capsys):
+    """Batch arithmetic, node ranks and the config's profile are checked by the launcher, not after a 7B load."""
+    from falcon_h1r_lib import launch
+
+    assert launch.main(["04_rl", "--profile", "full", "--nodes", "4"]) == 2  # 2 completions per device
+    assert "1 completion per device" in capsys.readouterr().err
+    assert launch.main(["03_sft", "--profile", "full", "--nodes", "4"]) == 2
+    assert "= 64, but global_batch_size is 512" in capsys.readouterr().err
+    assert launch.main(["03_sft", "--profile", "full", "--nodes", "2", "--machine-rank", "2"]) == 2
+    assert launch.main(["04_rl", "--profile", "rehearsal", "--config", "falcon_h1r_lib/profiles/full/04_rl.yaml"]) == 2
+    assert "declares profile 'full'" in capsys.readouterr().err
+    assert launch.main(["03_sft", "--profile", "full"]) == 0 and "--num_processes 256" in capsys.readouterr().out
+
+
+def test_a_yaml_without_profile_is_refused(tmp_path):
+    from falcon_h1r_lib.config import RLStageConfig
+
+    path = tmp_path / "04_rl.yaml"
+    path.write_text("max_steps: 2\n")
+    with pytest.raises(ConfigError, match="key 'profile' missing"):
+        RLStageConfig.from_yaml(path)

@@ -257,3 +257,28 @@ def test_loaded_sources_run_through_curation(tmp_path):
     # openr1 rollout 1 is labelled wrong; the codeforces trace has no label and our verifier abstained
     assert verify.dropped_by_reason == {"incorrect": 1, "no_verdict": 1}
     assert {r["family"] for r in res.sft_rows} <= set(sft) and res.sft_rows
+
+
+def test_pinned_hub_source_needs_no_network_to_resolve(monkeypatch):
+    """A pinned commit is its own answer: a cached, pinned source loads offline (before: HfApi was always called)."""
+    import huggingface_hub
+
+    from falcon_h1r_lib.data import sources as S
+
+    def no_network(*a, **k):
+        raise AssertionError("HfApi called for a pinned source")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", no_network)
+    spec = S.SourceSpec(name="x", hub_id="org/x", revision="a" * 40, split="train", role="rl", domain="math",
+                        mapper="problem", fields={"prompt": "problem", "answer": "answer"})
+    assert S.resolve_revision(spec) == "a" * 40
+
+
+def test_sources_file_that_is_not_a_mapping_is_named(tmp_path):
+    from falcon_h1r_lib.config import ConfigError
+    from falcon_h1r_lib.data import sources as S
+
+    bad = tmp_path / "s.yaml"
+    bad.write_text("- name: a\n")
+    with pytest.raises(ConfigError, match="s.yaml: expected a top-level 'sources:' list"):
+        S.load_source_specs(bad)

@@ -97,9 +97,11 @@ def test_load_reads_exactly_the_pinned_commit_after_a_push(hub, tmp_path):
     assert head != spec.revision
     after, info2 = S.load_source(spec, "rehearsal")
     assert after == before and info2["revision"] == info["revision"] == spec.revision
-    moved = tmp_path / "rl.yaml"  # re-pinning moves to the head and then reads the pushed row
+    moved = tmp_path / "rl.yaml"  # re-pinning keeps the pin; --update moves it to the head (the pushed row)
     shutil.copy(hub["manifests"]["rl_sources"], moved)
     assert data_main(["pin", "--sources", str(moved)]) == 0
+    assert S.load_source_specs(moved)[0].revision == spec.revision
+    assert data_main(["pin", "--update", "--sources", str(moved)]) == 0
     (spec2,) = S.load_source_specs(moved)
     rows, info3 = S.load_source(spec2, "rehearsal")
     assert info3["revision"] == head and [r["prompt"] for r in rows] == ["pushed later"]
@@ -111,7 +113,9 @@ def test_hub_load_downloads_the_commit_it_resolved(hub, monkeypatch):
 
     spec = _specs(hub["manifests"]["eval_benchmarks"])["aime25"]
     local = S.materialize(spec, spec.revision)
-    hub_spec = S.SourceSpec(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__}, "mirror": None})
+    # a branch name (allowed unpinned) is resolved once; a pinned commit is used as is, with no lookup at all
+    hub_spec = S.SourceSpec(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__}, "mirror": None,
+                               "revision": "main"})
     heads = iter(["a" * 40, "b" * 40])  # the branch moves after the first resolution
     calls = []
 
@@ -126,9 +130,12 @@ def test_hub_load_downloads_the_commit_it_resolved(hub, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: str(local / "README.md"))
-    rows, info = S.load_source(hub_spec, "full")
+    rows, info = S.load_source(hub_spec, "full", allow_unpinned=True)
     assert calls == [(spec.hub_id, "dataset", "a" * 40, ["default/test-00000-of-00001.parquet", "README.md"])]
     assert info["revision"] == "a" * 40 and info["kind"] == "hub" and len(rows) == ROWS
+    pinned = S.SourceSpec(**{**{f: getattr(hub_spec, f) for f in spec.__dataclass_fields__}, "revision": "c" * 40})
+    S.load_source(pinned, "full")
+    assert calls[-1][2] == "c" * 40 and next(heads) == "b" * 40  # the API was not asked again
 
 
 def test_pin_edits_only_revision_values_and_check_lists_unpinned(hub, tmp_path, capsys):

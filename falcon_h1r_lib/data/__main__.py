@@ -22,6 +22,8 @@ def pin_main(argv: list[str]) -> int:
                                      description="Write each source's current commit into its sources file.")
     parser.add_argument("--sources", nargs="+", required=True, help="sources YAML files (data_manifests/full/*.yaml)")
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 listing unpinned sources")
+    parser.add_argument("--update", action="store_true",
+                        help="also move already pinned sources to their default branch's current commit")
     args = parser.parse_args(argv)
     try:
         if args.check:
@@ -31,7 +33,7 @@ def pin_main(argv: list[str]) -> int:
                     print(f"{f}: source {name!r} is not pinned", file=sys.stderr)
             return 1 if any(missing.values()) else 0
         for f in args.sources:
-            for name, change in pin_sources_file(f).items():
+            for name, change in pin_sources_file(f, update=args.update).items():
                 print(f"{f}: {name}: {change['old']} -> {change['new']}")
     except ConfigError as err:
         print(f"data pin: {err}", file=sys.stderr)

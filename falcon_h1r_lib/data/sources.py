@@ -97,7 +97,7 @@ def load_source_specs(path: str | os.PathLike) -> list[SourceSpec]:
     if not path.exists():
         raise ConfigError(f"{path}: sources file not found")
     doc = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(doc.get("sources"), list):
+    if not isinstance(doc, dict) or not isinstance(doc.get("sources"), list):
         raise ConfigError(f"{path}: expected a top-level 'sources:' list")
     unknown_top = sorted(set(doc) - set(FILE_KEYS))
     if unknown_top:
@@ -168,8 +168,11 @@ def _git(repo: Path, *args: str) -> bytes:
 
 def resolve_revision(spec: SourceSpec) -> str:
     """The commit ``spec.revision`` (null: the default branch) names now: Hub ``dataset_info(...).sha``
-    (network) or ``git rev-parse`` in the mirror repo."""
+    (network) or ``git rev-parse`` in the mirror repo. A pinned commit is its own answer (no network: a cached,
+    pinned source loads with HF_HUB_OFFLINE=1)."""
     ref = spec.revision
+    if spec.pinned and spec.mirror is None:
+        return ref
     if spec.mirror is not None:
         sha = _git(mirror_repo(spec), "rev-parse", "--verify", f"{ref or 'HEAD'}^{{commit}}").decode().strip()
     else:
@@ -341,14 +344,22 @@ def set_revisions(text: str, revisions: dict[str, str], where: str = "<text>") -
     return "".join(lines)
 
 
-def pin_sources_file(path: str | os.PathLike) -> dict[str, dict[str, str | None]]:
-    """Resolve every source's current commit (the branch its ``revision`` names, else the default branch) and
-    write it into ``path``; returns ``{name: {"old": ..., "new": sha}}``."""
+def pin_sources_file(path: str | os.PathLike, update: bool = False) -> dict[str, dict[str, str | None]]:
+    """Resolve each unpinned source's current commit (the branch its ``revision`` names, else the default branch)
+    and write it into ``path``; a pinned source keeps its commit unless ``update`` (then it moves to the default
+    branch's head). Returns ``{name: {"old": ..., "new": sha}}``."""
     path = resolve_path(path)
     specs = load_source_specs(path)
-    # a pinned commit moves to the default branch's head; a branch name is resolved as such
-    new = {s.name: resolve_revision(dataclasses.replace(s, revision=None if s.pinned else s.revision))
-           for s in specs}
+    def current(spec: SourceSpec) -> str:
+        try:
+            return resolve_revision(dataclasses.replace(spec, revision=None if spec.pinned else spec.revision))
+        except ConfigError:
+            raise
+        except Exception as err:  # network, gated repo, offline mode: name the file and the source
+            raise ConfigError(f"{path}: source {spec.name!r} ({spec.hub_id}): cannot resolve its commit: "
+                              f"{type(err).__name__}: {err}") from err
+
+    new = {s.name: s.revision if s.pinned and not update else current(s) for s in specs}
     path.write_text(set_revisions(path.read_text(), new, str(path)))
     pinned = {s.name: s.revision for s in load_source_specs(path)}
     if pinned != new:  # the YAML must read back as written

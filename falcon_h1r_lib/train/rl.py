@@ -42,7 +42,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from falcon_h1r_lib.config import RLStageConfig, load_config, repo_relative, resolve_path
+from falcon_h1r_lib.config import RLStageConfig, is_tiny, load_config, repo_relative, resolve_path
 from falcon_h1r_lib.models.identity import weights_fingerprint
 from falcon_h1r_lib.train import rl_data
 from falcon_h1r_lib.train.rl_backfill import BackfillStats, generation_calls_saved
@@ -86,6 +86,10 @@ def batch_plan(cfg: RLStageConfig, world_size: int) -> dict[str, int]:
     plan = {"world_size": world_size, "per_device_batch": per_rank // accum, "gradient_accumulation_steps": accum,
             "steps_per_generation": accum, "generation_batch_size": total, "completions_per_rank": per_rank,
             "groups_per_rank": per_rank // g}
+    if not is_tiny(cfg.profile) and plan["per_device_batch"] != 1:  # 48K-token rollouts: one per device
+        raise ValueError(f"{cfg.STAGE}: the full path trains 1 completion per device and micro-step (rollouts of up "
+                         f"to {cfg.max_completion_length} tokens), got {plan['per_device_batch']} on {world_size} ranks; "
+                         f"set gradient_accumulation_steps = {per_rank} (completions per rank)")
     if world_size * plan["per_device_batch"] * accum != cfg.prompts_per_step * g:  # the Table 2 batch per update
         raise AssertionError(f"{cfg.STAGE}: batch plan {plan} does not give {total} completions per step")
     return plan
