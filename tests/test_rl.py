@@ -1,6 +1,7 @@
 """RL stage: reward (None handling), the aux CE on positive samples only, backfilling with a bounded cache,
 clip-higher bounds as configured, and a short GRPO run of the subclass on a tiny random hybrid (CPU)."""
 
+import dataclasses
 import json
 import math
 import random
@@ -271,7 +272,7 @@ def test_config_recipe_and_validation():
         rl.per_device_batch(RLStageConfig(prompts_per_step=3, num_generations=4), world_size=2)
     assert rl.per_device_batch(RLStageConfig(prompts_per_step=128, num_generations=16, gradient_accumulation_steps=16), 8) == 16
     args = rl.grpo_config(full.__class__(**{**full.to_dict(), "domains": tuple(full.domains),
-                                              "eval_benchmarks": tuple(full.eval_benchmarks)}), "/tmp/x", world_size=8)
+                                              "eval_benchmarks": tuple(full.eval_benchmarks)}), "/tmp/x", world_size=64)
     assert args.vllm_importance_sampling_correction and args.vllm_importance_sampling_clip_max == 2.0
     assert args.vllm_importance_sampling_mode == "token_truncate" and args.loss_type == "dapo"
 
@@ -371,11 +372,17 @@ def test_accuracy_from_evaluation_pairs_sft_and_rl_problem_by_problem(tmp_path):
 # ------------------------------------------------------------------------------------------ issue 12: scale-out
 
 
-@pytest.mark.parametrize("world_size", [1, 2, 64])
+@pytest.mark.parametrize("world_size", [1, 2, 32, 64])
 def test_full_batch_plan_gives_table2_batch_per_update(world_size):
+    """Before: 16 completions of up to 48K tokens per micro-batch on 8 ranks (hundreds of GB of activations)."""
     full = load_config("04_rl", "full")
+    if world_size != 64:  # the shipped accumulation (32) fits 64 ranks only: elsewhere > 1 completion per device
+        with pytest.raises(ValueError, match="1 completion per device"):
+            rl.batch_plan(full, world_size)
+        full = dataclasses.replace(full, gradient_accumulation_steps=2048 // world_size)
     plan = rl.batch_plan(full, world_size)
     assert world_size * plan["per_device_batch"] * plan["gradient_accumulation_steps"] == 128 * 16  # Table 2
+    assert plan["per_device_batch"] == 1
     assert plan["generation_batch_size"] == 2048 and plan["steps_per_generation"] == plan["gradient_accumulation_steps"]
     assert plan["completions_per_rank"] % 16 == 0 and plan["groups_per_rank"] * 16 * world_size == 2048
     if world_size == 64:  # the shipped sizing: 8 nodes x 8 GPUs, one 48K-token completion per micro-step

@@ -495,6 +495,20 @@ def load_model(path: str, cfg: SFTStageConfig):
                                                 dtype=dtype)
 
 
+def token_counts(dataset, column: str = "labels") -> tuple[int, int]:
+    """(tokens, supervised tokens != -100) of a tokenized dataset's ``column``, read chunk by chunk from its Arrow
+    table with numpy: bounded memory and C speed at the paper's ~30 GT per epoch (a Python loop would take hours)."""
+    import numpy as np
+
+    tokens = supervised = 0
+    for batch in dataset.select_columns([column]).with_format("arrow").iter(batch_size=4096):  # honours select()
+        for chunk in batch.column(column).chunks:
+            values = chunk.flatten().to_numpy(zero_copy_only=False)
+            tokens += int(values.size)
+            supervised += int(np.count_nonzero(values != -100))
+    return tokens, supervised
+
+
 def save_final_model(trainer, out_dir: Path) -> None:
     """Save the trained model as plain safetensors in ``out_dir``. Under FSDP with ``SHARDED_STATE_DICT``
     ``trainer.save_model`` writes only shards, so the full state dict is gathered to rank 0 (a collective: every
@@ -559,7 +573,7 @@ def train_sft(cfg: SFTStageConfig, base_path: str, base_info: Mapping[str, Any],
     save_final_model(trainer, p["sft"])
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(p["sft"])
-    labels = trainer.train_dataset["labels"]
+    tokens, supervised = token_counts(trainer.train_dataset)
     info = {
         "fingerprint": fingerprint,
         "wall_time_s": round(clock.seconds(), 3),
@@ -567,8 +581,8 @@ def train_sft(cfg: SFTStageConfig, base_path: str, base_info: Mapping[str, Any],
         "steps": int(trainer.state.global_step),
         "epochs": float(trainer.state.epoch or 0.0),
         "rows": len(rows),
-        "supervised_tokens_per_epoch": int(sum(sum(t != -100 for t in lab) for lab in labels)),
-        "tokens_per_epoch": int(sum(len(lab) for lab in labels)),
+        "supervised_tokens_per_epoch": supervised,
+        "tokens_per_epoch": tokens,
         "global_batch": global_batch,
         "world_size": int(trainer.args.world_size),
         "mup_multipliers": mup,
