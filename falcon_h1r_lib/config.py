@@ -239,6 +239,7 @@ class StageConfig:
         values = read_yaml_mapping(path)
         source = str(path)
         if "profile" not in values and "profile" not in (overrides or {}):
+            cls.from_dict({**values, **(overrides or {}), "profile": "tiny"}, source=source)  # a bad key is named first
             raise ConfigError(f"{path}: key 'profile' missing: say which profile these values belong to "
                               f"({', '.join(PROFILES)}); without it the stage would run as tiny")
         if values.get("profile") in PROFILE_PARENT and cls.STAGE in STAGE_CONFIGS:
