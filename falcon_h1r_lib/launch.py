@@ -169,14 +169,15 @@ def write_job_config(cfg: StageConfig) -> str:
     return str(path)
 
 
-def execute(argv: Sequence[str], log: Path, profile: str) -> None:
-    """Run ``argv`` to the end, its output streamed to the terminal and appended to ``log``; raises naming the
-    log on failure."""
+def execute(argv: Sequence[str], log: Path, profile: str, env: dict[str, str] | None = None) -> None:
+    """Run ``argv`` from the repo root to the end, its output streamed to the terminal and appended to ``log``, in
+    ``env`` (default: ``job_env(profile)``); raises naming the log on failure."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as fh:
         fh.write(f"\n$ {shlex.join(argv)}\n")
         fh.flush()
-        proc = subprocess.Popen(argv, cwd=repo_root(), env=job_env(profile), stdout=subprocess.PIPE,
+        proc = subprocess.Popen(list(argv), cwd=repo_root(), env=job_env(profile) if env is None else env,
+                                stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1)
         assert proc.stdout is not None
         for line in proc.stdout:

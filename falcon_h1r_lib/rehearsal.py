@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -63,21 +61,11 @@ def slurm_shim(folder: Path) -> dict[str, str]:
 
 
 def _run(argv: Sequence[str], env: dict[str, str], log: Path) -> float:
-    """Run ``argv`` from the repo root, output appended to ``log`` and echoed; returns seconds; raises naming
-    the log on failure."""
+    """``launch.execute`` in the rehearsal's environment; returns the wall seconds."""
+    from falcon_h1r_lib.launch import execute
+
     start = time.perf_counter()
-    with open(log, "a") as fh:
-        fh.write(f"\n$ {shlex.join(argv)}\n")
-        fh.flush()
-        proc = subprocess.Popen(list(argv), cwd=repo_root(), env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            fh.write(line)
-            sys.stdout.write(line)
-        rc = proc.wait()
-    if rc:
-        raise RuntimeError(f"rehearsal: `{shlex.join(argv)}` failed with exit status {rc} (log: {log})")
+    execute(argv, log, PROFILE, env)
     return time.perf_counter() - start
 
 

@@ -343,15 +343,15 @@ def paths(cfg: SFTStageConfig) -> dict[str, Path]:
 
 
 def local_or_hub(name_or_path: str) -> str:
-    """A local folder (``runs/...`` under the runs root, others from the repo root) or, if none, the Hub id as given;
-    a ``runs/`` or absolute path that does not exist raises, naming the stand-in writer."""
-    local = resolve_path(name_or_path)
-    if local.exists():
-        return str(local)
-    if Path(name_or_path).is_absolute() or Path(name_or_path).parts[:1] == ("runs",):
-        raise ConfigError(f"base model folder {local} does not exist; the rehearsal's stand-in is written by "
-                          f"`python -m falcon_h1r_lib.models.standin --out {name_or_path}`")
-    return name_or_path
+    """``generation.backend.path_or_id`` (a local folder, else the Hub id); a missing ``runs/`` or absolute base
+    folder raises ConfigError naming the stand-in writer."""
+    from falcon_h1r_lib.generation.backend import path_or_id
+
+    try:
+        return path_or_id(name_or_path)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{err}; the rehearsal's stand-in base is written by "
+                          f"`python -m falcon_h1r_lib.models.standin --out {name_or_path}`") from err
 
 
 def tokenizer_path(cfg: SFTStageConfig) -> str:
