@@ -25,17 +25,8 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
-from falcon_h1r_lib.config import (
-    ConfigError,
-    StageConfig,
-    is_tiny,
-    load_config,
-    profile_path,
-    register_stage,
-    repo_root,
-    resolve_path,
-    stage_dir,
-)
+from falcon_h1r_lib.config import ConfigError, StageConfig, is_tiny, load_config, profile_path, register_stage
+from falcon_h1r_lib.paths import repo_root, resolve_path, stage_dir
 
 
 @register_stage
@@ -77,10 +68,10 @@ class Job:
 
 JOBS: dict[str, Job] = {
     "02_data_curation": Job("02_data_curation", "falcon_h1r_lib.data", slurm_script="data.sbatch"),
-    "03_sft": Job("03_sft", "falcon_h1r_lib.train.sft", distributed=True, nodes_key="sft_nodes",
+    "03_sft": Job("03_sft", "falcon_h1r_lib.sft", distributed=True, nodes_key="sft_nodes",
                   slurm_script="sft.sbatch"),
-    "04_rl_filter": Job("04_rl", "falcon_h1r_lib.train.rl", ("--filter-only",), slurm_script="rl_filter.sbatch"),
-    "04_rl": Job("04_rl", "falcon_h1r_lib.train.rl", distributed=True, nodes_key="rl_nodes",
+    "04_rl_filter": Job("04_rl", "falcon_h1r_lib.rl", ("--filter-only",), slurm_script="rl_filter.sbatch"),
+    "04_rl": Job("04_rl", "falcon_h1r_lib.rl", distributed=True, nodes_key="rl_nodes",
                  slurm_script="rl.sbatch", before=("04_rl_filter",)),
     "05_evaluation": Job("05_evaluation", "falcon_h1r_lib.evaluation", slurm_script="evaluation.sbatch"),
     "06_deepconf_scaling": Job("06_deepconf_scaling", "falcon_h1r_lib.deepconf", slurm_script="deepconf.sbatch"),
@@ -138,10 +129,10 @@ def preflight(name: str, config_file: str, world_size: int) -> dict[str, Any]:
     cfg = STAGE_CONFIGS[j.stage].from_yaml(config_file)
     try:
         if j.stage == "03_sft":
-            from falcon_h1r_lib.train.sft import check_global_batch
+            from falcon_h1r_lib.sft.base import check_global_batch
 
             return {"global_batch": check_global_batch(cfg, world_size)}
-        from falcon_h1r_lib.train.rl import batch_plan
+        from falcon_h1r_lib.rl.stage import batch_plan
 
         return batch_plan(cfg, world_size)
     except ValueError as err:

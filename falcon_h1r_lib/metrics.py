@@ -15,7 +15,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, StageConfig, repo_root, stage_dir
+from .config import ConfigError, StageConfig
+from .paths import repo_root, stage_dir
 
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "datasets", "accelerate", "tokenizers", "math-verify", "vllm")
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from .config import manifests_dir, resolve_path
+from .paths import manifests_dir, resolve_path
 
 PAPER_RESULTS_FILE = "paper_results.yaml"
 SCHEMA_VERSION = 1

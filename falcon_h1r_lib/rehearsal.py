@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from falcon_h1r_lib.config import repo_root, runs_dir
+from falcon_h1r_lib.paths import repo_root, runs_dir
 
 PROFILE = "rehearsal"
 HUB_DIR = "hub"  # runs/rehearsal/hub: the stand-in Hub (dataset repos, base model, pinned manifests)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import nbformat
 
-from .config import PROFILES, STAGE_CONFIGS, ConfigError, is_tiny, load_config, notebooks_dir, runs_dir
+from .config import PROFILES, STAGE_CONFIGS, ConfigError, is_tiny, load_config
+from .paths import notebooks_dir, runs_dir
 
 
 @dataclass(frozen=True)

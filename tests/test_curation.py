@@ -7,9 +7,21 @@ from collections import Counter
 
 import pytest
 
-from falcon_h1r_lib.config import ConfigError, CurationConfig
-from falcon_h1r_lib.data import curation as K
-from falcon_h1r_lib.data import splits, tasks
+from falcon_h1r_lib.config import ConfigError
+from falcon_h1r_lib.configs import CurationConfig
+from falcon_h1r_lib.data import (
+    curation,
+    decontamination,
+    dedup,
+    filters,
+    mixing,
+    rl_filter,
+    schema,
+    sft_rl_split,
+    splits,
+    tasks,
+    text,
+)
 
 
 def _problem(i: int, domain: str = "math", prompt: str | None = None, **extra) -> dict:
@@ -35,7 +47,7 @@ def _trace(problem: dict, k: int, response: str) -> dict:
 
 
 def test_domains_match_task_world():
-    assert K.DOMAINS == tasks.DOMAINS
+    assert schema.DOMAINS == tasks.DOMAINS
 
 
 # ---------------------------------------------------------------- schema
@@ -45,7 +57,7 @@ def test_schema_drops_only_the_malformed_row_and_names_index_and_field():
     rows = [_problem(i) for i in range(6)]
     rows[3] = {**rows[3], "difficulty": 9}
     del rows[5]["prompt"]
-    kept, rep = K.validate_schema(rows)
+    kept, rep = schema.validate_schema(rows)
     assert [r["id"] for r in kept] == ["p0", "p1", "p2", "p4"]
     assert rep.dropped_by_reason == {"malformed:difficulty": 1, "malformed:prompt": 1}
     listed = {m["index"]: m["errors"] for m in rep.details["malformed"]}
@@ -57,12 +69,12 @@ def test_schema_domain_extras_and_traces():
     code = _problem(1, "code")
     del code["tests"]
     bad_trace = _trace(_problem(2), -1, "<think>x</think> \\boxed{1}")
-    _, rep = K.validate_schema([code, _problem(3, "science"), _problem(4, "other")])
+    _, rep = schema.validate_schema([code, _problem(3, "science"), _problem(4, "other")])
     assert rep.dropped_by_reason == {"malformed:tests": 1}
-    _, rep = K.validate_schema([bad_trace], kind="trace")
+    _, rep = schema.validate_schema([bad_trace], kind="trace")
     assert rep.dropped_by_reason == {"malformed:rollout": 1}
     real = [p for d in tasks.DOMAINS for p in tasks.generate(d, 5, 0)]
-    assert K.validate_schema(real)[1].n_out == len(real)
+    assert schema.validate_schema(real)[1].n_out == len(real)
 
 
 # ---------------------------------------------------------------- quality and verification
@@ -90,7 +102,7 @@ def test_schema_domain_extras_and_traces():
     ],
 )
 def test_quality_reasons(domain, response, reason):
-    assert K.quality_reason(_trace(_problem(0, domain), 0, response)) == reason
+    assert filters.quality_reason(_trace(_problem(0, domain), 0, response)) == reason
 
 
 def test_a_trace_kept_for_sft_is_one_the_reward_can_read():
@@ -105,7 +117,7 @@ def test_a_trace_kept_for_sft_is_one_the_reward_can_read():
     rows += [_trace(_problem(0, "math"), 0, resp) for resp in (
         "<think>\na\n</think>\n\n\\boxed{1} or \\boxed{2", "<think>\na\n</think>\n\\boxed{1}</think>\\boxed{1}",
         "\\boxed{1}", "<think>\na\n</think>\n\n\\boxed{}")]
-    kept = {id(r) for r in K.quality_filter(rows)[0]}
+    kept = {id(r) for r in filters.quality_filter(rows)[0]}
     assert 0 < len(kept) < len(rows)
     for row in rows:
         if row["domain"] in ("math", "science", "code"):
@@ -117,7 +129,7 @@ def test_verify_counts_no_verdict_apart_and_uses_source_labels():
     rows = [_trace(_problem(i), 0, "r") for i in range(6)]
     rows[4]["source_correct"] = True
     verdicts = {"p0": True, "p1": False, "p2": None, "p3": True, "p4": None, "p5": False}
-    kept, rep = K.verify_traces(rows, lambda row, resp: verdicts[row["id"]])
+    kept, rep = filters.verify_traces(rows, lambda row, resp: verdicts[row["id"]])
     assert [r["id"] for r in kept] == ["p0", "p3", "p4"]
     assert rep.dropped_by_reason == {"incorrect": 2, "no_verdict": 1}
     assert rep.details["decided_by_source_label"] == 1
@@ -128,21 +140,21 @@ def test_verify_counts_no_verdict_apart_and_uses_source_labels():
 
 def test_difficulty_weights_follow_the_paper_ranges():
     args = (0.25, 0.875, 1.25, 1.75, 0.5)
-    assert K.difficulty_weight(0.0, *args) == ("hard", 1.75)
-    assert K.difficulty_weight(0.25, *args) == ("hard", 1.25)
-    bucket, w = K.difficulty_weight(0.125, *args)
+    assert filters.difficulty_weight(0.0, *args) == ("hard", 1.75)
+    assert filters.difficulty_weight(0.25, *args) == ("hard", 1.25)
+    bucket, w = filters.difficulty_weight(0.125, *args)
     assert bucket == "hard" and w == pytest.approx(1.5)
-    assert K.difficulty_weight(0.5, *args) == ("medium", 1.0)
-    assert K.difficulty_weight(1.0, *args) == ("easy", 0.5)
+    assert filters.difficulty_weight(0.5, *args) == ("medium", 1.0)
+    assert filters.difficulty_weight(1.0, *args) == ("easy", 0.5)
 
 
 def test_weight_column_from_pass_rate_and_easy_drop():
     hard, easy = _problem(0), _problem(1)
     rows = [_trace(hard, 0, "r")] + [_trace(easy, k, "r") for k in range(8)]  # 1/8 vs 8/8 correct
-    kept, _ = K.weight_by_difficulty(rows, {"p0": 8, "p1": 8})
+    kept, _ = filters.weight_by_difficulty(rows, {"p0": 8, "p1": 8})
     w = {r["id"]: (r["pass_rate"], r["weight"]) for r in kept}
     assert w["p0"] == (0.125, pytest.approx(1.5)) and w["p1"] == (1.0, 0.5)
-    kept, rep = K.weight_by_difficulty(rows, {"p0": 8, "p1": 8}, easy_policy="drop")
+    kept, rep = filters.weight_by_difficulty(rows, {"p0": 8, "p1": 8}, easy_policy="drop")
     assert {r["id"] for r in kept} == {"p0"} and rep.dropped_by_reason == {"easy": 8}
 
 
@@ -150,13 +162,13 @@ def test_single_trace_pass_rates_are_unrated_not_easy():
     """Sources with 1 trace per problem give pass rates 0/1 or 1/1: below min_rollouts no bucket is trusted."""
     one, four = _problem(0), _problem(1)
     rows = [_trace(one, 0, "r")] + [_trace(four, k, "r") for k in range(4)]  # 1/1 and 4/4 correct
-    kept, rep = K.weight_by_difficulty(rows, {"p0": 1, "p1": 4}, easy_policy="drop", min_rollouts=4)
+    kept, rep = filters.weight_by_difficulty(rows, {"p0": 1, "p1": 4}, easy_policy="drop", min_rollouts=4)
     assert {(r["id"], r["difficulty_bucket"], r["weight"]) for r in kept} == {("p0", "unrated", 1.0)}
     assert rep.dropped_by_reason == {"easy": 4} and rep.details["rows_by_bucket"] == {"easy": 4, "unrated": 1}
     assert rep.details["problems_unrated"] == 1
     cfg = CurationConfig(min_rollouts_for_weighting=2, max_correct_per_problem=4)
     good = [{**r, "response": "<think>\nsum\n</think>\n\n\\boxed{7}"} for r in rows]  # passes quality
-    out, funnel = K.curate_traces(good, cfg, verify_fn=lambda row, resp: True)
+    out, funnel = curation.curate_traces(good, cfg, verify_fn=lambda row, resp: True)
     weigh = next(r for r in funnel if r.name == "difficulty_weight")
     assert weigh.details["rows_by_bucket"] == {"easy": 4, "unrated": 1}
     with pytest.raises(ConfigError, match="min_rollouts_for_weighting"):
@@ -165,7 +177,7 @@ def test_single_trace_pass_rates_are_unrated_not_easy():
 
 def test_cap_keeps_at_most_n_per_problem():
     rows = [_trace(_problem(i), k, "r") for i in range(3) for k in range(2 + 5 * i)]
-    kept, rep = K.cap_rollouts(rows, 4, seed=1)
+    kept, rep = filters.cap_rollouts(rows, 4, seed=1)
     assert Counter(r["id"] for r in kept) == {"p0": 2, "p1": 4, "p2": 4}
     assert rep.dropped_by_reason == {"over_cap": len(rows) - 10}
 
@@ -182,8 +194,8 @@ def test_exact_and_near_dedup_spare_other_operands():
             3, prompt="What is 12 + 31? Reply with a boxed number please."
         ),  # other operands: a new problem
     ]
-    rows, rep1 = K.dedup_exact(rows)
-    rows, rep2 = K.dedup_near(rows, threshold=0.7, shingle_n=2)
+    rows, rep1 = dedup.dedup_exact(rows)
+    rows, rep2 = dedup.dedup_near(rows, threshold=0.7, shingle_n=2)
     assert [r["id"] for r in rows] == ["p0", "p3"]
     assert rep1.dropped_by_reason == {"exact_duplicate": 1} and rep2.dropped_by_reason == {
         "near_duplicate": 1
@@ -193,15 +205,15 @@ def test_exact_and_near_dedup_spare_other_operands():
 def test_minhash_estimates_jaccard_and_lsh_matches_pairwise():
     a = {f"w{i}" for i in range(100)}
     b = {f"w{i}" for i in range(20, 120)}  # J = 80 / 120
-    h = K.MinHasher(num_perm=256, seed=3)
-    assert K.MinHasher.estimate(h.signature(a), h.signature(b)) == pytest.approx(80 / 120, abs=0.08)
+    h = text.MinHasher(num_perm=256, seed=3)
+    assert text.MinHasher.estimate(h.signature(a), h.signature(b)) == pytest.approx(80 / 120, abs=0.08)
     rng = random.Random(0)
     words = [f"word{i}" for i in range(40)]
     base = [" ".join(rng.choices(words, k=30)) for _ in range(30)]
     rows = [_problem(i, prompt=t) for i, t in enumerate(base)]
     rows += [_problem(100 + i, prompt=t + " extra") for i, t in enumerate(base[:10])]  # 10 near copies
-    pw, _ = K.dedup_near(rows, 0.8, 3, "pairwise", require_same_numbers=False)
-    lsh, _ = K.dedup_near(rows, 0.8, 3, "lsh", require_same_numbers=False, num_perm=128, lsh_bands=32)
+    pw, _ = dedup.dedup_near(rows, 0.8, 3, "pairwise", require_same_numbers=False)
+    lsh, _ = dedup.dedup_near(rows, 0.8, 3, "lsh", require_same_numbers=False, num_perm=128, lsh_bands=32)
     assert len(pw) == 30 and {r["id"] for r in lsh} == {r["id"] for r in pw}
 
 
@@ -220,8 +232,8 @@ def test_decontamination_removes_planted_copies_and_spares_the_pool():
             planted.append(
                 {**p, "id": f"prefixed-{bench}-{j}", "prompt": "Please solve this. " + p["prompt"]}
             )
-    pool, _ = K.dedup_exact([p for d in tasks.DOMAINS for p in splits.tiny_train_problems(d, 60, 7)])
-    kept, rep = K.decontaminate(
+    pool, _ = dedup.dedup_exact([p for d in tasks.DOMAINS for p in splits.tiny_train_problems(d, 60, 7)])
+    kept, rep = decontamination.decontaminate(
         pool + planted,
         evals,
         cfg.decontam_ngram_n,
@@ -231,8 +243,8 @@ def test_decontamination_removes_planted_copies_and_spares_the_pool():
     )
     kept_ids = {r["id"] for r in kept}
     assert not [p["id"] for p in planted if p["id"] in kept_ids]  # 0 survivors
-    eval_keys = {K.normalize_prompt(p["prompt"]) for ps in evals.values() for p in ps}
-    clean = [p for p in pool if K.normalize_prompt(p["prompt"]) not in eval_keys]
+    eval_keys = {text.normalize_prompt(p["prompt"]) for ps in evals.values() for p in ps}
+    clean = [p for p in pool if text.normalize_prompt(p["prompt"]) not in eval_keys]
     survivors = sum(p["id"] in kept_ids for p in clean)
     assert survivors >= 0.8 * len(clean), (survivors, len(clean), rep.dropped_by_reason)
     assert set(rep.details["by_benchmark"]) == set(evals)
@@ -246,7 +258,7 @@ def test_ngram_hit_needs_the_eval_numbers():
         _problem(1, prompt="a long shared template sentence about a tank that holds 23 litres"),
         _problem(2, prompt="Intro. a long shared template sentence about a tank that holds 17 litres today"),
     ]
-    kept, rep = K.decontaminate(rows, evals, ngram_n=6)
+    kept, rep = decontamination.decontaminate(rows, evals, ngram_n=6)
     assert [r["id"] for r in kept] == ["p1"] and rep.dropped_by_reason == {"contaminated:ngram": 1}
 
 
@@ -260,24 +272,24 @@ def test_mixing_hits_target_shares_when_the_pool_allows():
         for _ in range(n):
             rows.append(_trace(_problem(len(rows), d), 0, " ".join(["tok"] * rng.randint(5, 15))))
     shares = {"math": 0.568, "code": 0.298, "science": 0.071, "other": 0.064}
-    kept, rep = K.mix_to_shares(rows, shares, seed=0)
+    kept, rep = mixing.mix_to_shares(rows, shares, seed=0)
     for d, s in shares.items():
         assert rep.details["achieved_share"][d] == pytest.approx(s, abs=0.01)
     assert rep.details["binding_domain"] == "math"
-    kept2, rep2 = K.mix_to_shares([r for r in rows if r["domain"] != "other"], shares)
+    kept2, rep2 = mixing.mix_to_shares([r for r in rows if r["domain"] != "other"], shares)
     assert rep2.details["absent_domains"] == ["other"] and kept2
 
 
 def test_sft_and_rl_are_disjoint_by_id_and_prompt():
     rows = [_problem(i) for i in range(40)] + [_problem(100 + i, "code") for i in range(10)]
     rows.append(_problem(999, prompt=rows[0]["prompt"]))  # same prompt, other id: must land with p0
-    sft, rl, rep = K.split_sft_rl(rows, 0.5, ("math",), seed=0)
-    K.assert_disjoint(sft, rl)
+    sft, rl, rep = sft_rl_split.split_sft_rl(rows, 0.5, ("math",), seed=0)
+    sft_rl_split.assert_disjoint(sft, rl)
     assert len(sft) + len(rl) == len(rows) and all(r["domain"] == "math" for r in rl)
     assert {r["id"] for r in rl} & {"p0", "p999"} in (set(), {"p0", "p999"})
     with pytest.raises(AssertionError, match="share a prompt"):
-        K.assert_disjoint([rows[0]], [rows[-1]])
-    kept, rep = K.remove_overlap(rows[:5] + [rows[-1]], rows[:3])
+        sft_rl_split.assert_disjoint([rows[0]], [rows[-1]])
+    kept, rep = sft_rl_split.remove_overlap(rows[:5] + [rows[-1]], rows[:3])
     assert rep.dropped_by_reason == {"overlap_id": 3, "overlap_prompt": 1}
 
 
@@ -288,7 +300,7 @@ def _decide(outcomes, truncated=None, answers=None, draw=0.5, f_trunc=0.1, f_min
     k = len(outcomes)
     rng = random.Random(0)
     rng.random = lambda: draw  # the branch's draw, fixed
-    return K.rl_filter_decision(
+    return rl_filter.rl_filter_decision(
         outcomes, truncated or [False] * k, answers or [None] * k, rng, f_trunc, f_min, domain
     )
 
@@ -312,13 +324,13 @@ def test_rl_filter_rules_of_fig9():
     assert _decide([False] * 8, answers=letters, domain="science") == ("discard", "consistent_error")
     assert _decide([False] * 8, answers=letters, draw=0.9, domain="other") == ("discard", "no_majority")
     with pytest.raises(ValueError, match="truncated"):
-        K.rl_filter_decision([True], [True, False], [None], random.Random(0), 0.1, 0.1)
+        rl_filter.rl_filter_decision([True], [True, False], [None], random.Random(0), 0.1, 0.1)
 
 
 def test_rl_filter_keeps_the_configured_fraction():
     rng = random.Random(1)
     kept = sum(
-        K.rl_filter_decision([False] * 8, [True] * 8, [None] * 8, rng, 0.1, 0.1)[0] == "keep"
+        rl_filter.rl_filter_decision([False] * 8, [True] * 8, [None] * 8, rng, 0.1, 0.1)[0] == "keep"
         for _ in range(4000)
     )
     assert 300 < kept < 500
@@ -328,7 +340,7 @@ def test_rl_filter_keeps_the_configured_fraction():
         "p1": {"outcomes": [True, False] * 4, "truncated": [False] * 8, "answers": ["1"] * 8},
         "p2": {"outcomes": [False] * 8, "truncated": [False] * 8, "answers": ["9"] * 8},
     }
-    kept, rep = K.rl_filter(rows, rollouts)
+    kept, rep = rl_filter.rl_filter(rows, rollouts)
     assert [r["id"] for r in kept] == ["p1"] and kept[0]["sft_pass_rate"] == 0.5
     assert rep.dropped_by_reason == {"all_correct": 1, "consistent_error": 1}
 
@@ -346,7 +358,7 @@ def test_pipeline_on_a_small_tiny_pool():
     bad = {**problems[0], "id": "broken"}
     del bad["answer"]
     teacher = Teacher(cfg.teacher_style, cfg.teacher_error_rate, cfg.teacher_self_check_prob, cfg.seed)
-    res = K.run_pipeline(
+    res = curation.run_pipeline(
         problems + [bad], splits.tiny_eval_sets(cfg.eval_problems_per_domain), cfg, teacher=teacher
     )
     names = [r.name for r in res.funnel]
@@ -354,6 +366,6 @@ def test_pipeline_on_a_small_tiny_pool():
     assert res.funnel[0].dropped_by_reason == {"malformed:answer": 1}
     assert res.sft_rows and all(r["weight"] > 0 and "pass_rate" in r for r in res.sft_rows)
     assert max(Counter(r["id"] for r in res.sft_rows).values()) <= cfg.max_correct_per_problem
-    K.assert_disjoint(res.sft_rows, res.rl_problems)
+    sft_rl_split.assert_disjoint(res.sft_rows, res.rl_problems)
     trace_steps = res.funnel[5:]  # each trace step's input is the previous step's output
     assert all(b.n_in == a.n_out for a, b in zip(trace_steps, trace_steps[1:], strict=False))

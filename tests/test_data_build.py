@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from falcon_h1r_lib.config import CurationConfig
-from falcon_h1r_lib.data import build, curation, manifests
+from falcon_h1r_lib import data
+from falcon_h1r_lib.configs import CurationConfig
+from falcon_h1r_lib.data import build, manifests
+from falcon_h1r_lib.data.sft_rl_split import assert_disjoint
 
 
 @pytest.fixture()
@@ -23,14 +25,15 @@ def test_stage_writes_hash_checked_outputs_and_skips_when_unchanged(small_cfg, t
     sft, rl = build.load_output(small_cfg, "sft"), build.load_output(small_cfg, "rl_problems")
     assert sft and rl and metrics["rows"]["sft"] == len(sft)
     assert all(r["domain"] == "math" for r in rl)  # rl_domains default: math only (paper §3.4)
-    curation.assert_disjoint(sft, rl)
+    assert_disjoint(sft, rl)
     assert not any(r["injected_error"] for r in sft)  # verification caught every injected slip
     committed = tmp_path / "data_manifests" / "tiny" / "sft.manifest.json"
     assert json.loads(committed.read_text())["files"][0]["path"].startswith("runs/tiny/02_data_curation/")
     assert (tmp_path / "runs" / "tiny" / "02_data_curation" / "tokenizer").is_dir()
     record = tmp_path / "runs" / "tiny" / "02_data_curation" / "metrics.json"
     stamp = record.stat().st_mtime_ns
-    assert build.run(small_cfg) == metrics and record.stat().st_mtime_ns == stamp  # skipped: nothing rewritten
+    # the stage entry point data.run (= build.run) skips: nothing rewritten
+    assert data.run(small_cfg) == metrics and record.stat().st_mtime_ns == stamp
     parquet = tmp_path / "runs" / "tiny" / "02_data_curation" / "sft.parquet"
     parquet.write_bytes(parquet.read_bytes() + b"tampered")
     with pytest.raises(manifests.ManifestError, match="sft.parquet"):

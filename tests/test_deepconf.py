@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from falcon_h1r_lib.config import DeepConfConfig
+from falcon_h1r_lib.configs import DeepConfConfig
 from falcon_h1r_lib.deepconf import (
     NO_ANSWER,
     ConfidenceStopHook,

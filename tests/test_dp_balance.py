@@ -1,6 +1,6 @@
 """Balanced data-parallel token normalization ([P] §2.3, Fig. 4), proved on 2 CPU processes (gloo).
 
-Our SFT trainer (``train.sft``, i.e. TRL's SFTTrainer with difficulty weights) runs one optimizer step
+Our SFT trainer (``sft.trainer``, i.e. TRL's SFTTrainer with difficulty weights) runs one optimizer step
 on 4 samples of very uneven supervised lengths, split over 2 ranks. With transformers'
 ``average_tokens_across_devices=True`` the DDP gradient must equal the single-process full-batch gradient
 in which every supervised token weighs the same; with per-rank averaging (``False``) it must not.
@@ -70,8 +70,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     from safetensors.torch import save_file
     from transformers import TrainerCallback
 
-    from falcon_h1r_lib.config import SFTStageConfig
-    from falcon_h1r_lib.train.sft import build_trainer
+    from falcon_h1r_lib.configs import SFTStageConfig
+    from falcon_h1r_lib.sft.trainer import build_trainer
 
     class GradDump(TrainerCallback):
         def __init__(self, path: str) -> None:

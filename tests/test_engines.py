@@ -27,7 +27,7 @@ def test_sft_evaluation_closes_each_engine_before_the_next(monkeypatch, tmp_path
     import falcon_h1r_lib.generation as generation
     import falcon_h1r_lib.metrics as metrics
     from falcon_h1r_lib.evaluation import benchmarks
-    from falcon_h1r_lib.train import sft
+    from falcon_h1r_lib.sft import report
 
     monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
     counter = EngineCounter()
@@ -43,27 +43,28 @@ def test_sft_evaluation_closes_each_engine_before_the_next(monkeypatch, tmp_path
     monkeypatch.setattr(metrics, "read_metrics", lambda stage, profile: {"metrics": {}, "wall_time_s": 0.0, "reads": []})
     monkeypatch.setattr(metrics, "write_metrics", lambda *a, **k: None)
     cfg = load_config("03_sft", "rehearsal")
-    out = sft.evaluate_base_and_sft(cfg, models={"base": "b", "sft": "s"})
+    out = report.evaluate_base_and_sft(cfg, models={"base": "b", "sft": "s"})
     assert counter.peak == 1 and counter.alive == 0 and len(counter.started) == 2
     assert set(out["sft_accuracy"]) == {"math"}
 
 
 def test_rl_filter_engine_is_closed_before_training_loads_the_policy(monkeypatch, tmp_path):
     """With vLLM rollouts the filter's engine is closed before the policy (and TRL's own engine) load."""
-    from falcon_h1r_lib.train import rl
+    from falcon_h1r_lib import rl
+    from falcon_h1r_lib.rl import stage
 
     events = []
-    monkeypatch.setattr(rl, "prepare_data", lambda cfg, out, *a, **k: events.append("filter closed") or ([], {}))
+    monkeypatch.setattr(stage, "prepare_data", lambda cfg, out, *a, **k: events.append("filter closed") or ([], {}))
 
     def load_policy(cfg):
         events.append("policy")
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(rl, "load_policy", load_policy)
+    monkeypatch.setattr(stage, "load_policy", load_policy)
     monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
     cfg = load_config("04_rl", "rehearsal")
     assert cfg.use_vllm
-    monkeypatch.setattr(rl, "run_fingerprint", lambda cfg: "x")
+    monkeypatch.setattr(stage, "run_fingerprint", lambda cfg: "x")
     with pytest.raises(RuntimeError, match="stop here"):
         rl.run(cfg, force=True)
     assert events == ["filter closed", "policy"]

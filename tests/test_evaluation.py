@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from falcon_h1r_lib import config as C
+from falcon_h1r_lib.configs import EvaluationConfig
 from falcon_h1r_lib.evaluation import (
     BENCHMARKS,
     bootstrap_ci,
@@ -335,13 +336,13 @@ def test_profiles_carry_the_paper_protocol():
 
     full = C.load_config("05_evaluation", "full")
     assert full.system_prompt == FALCON_SYSTEM_PROMPT  # verbatim in the YAML
-    assert C.EvaluationConfig().system_prompt == TINY_SYSTEM_PROMPT  # config.py cannot import the tokenizer
+    assert EvaluationConfig().system_prompt == TINY_SYSTEM_PROMPT  # config.py cannot import the tokenizer
     assert (full.temperature, full.top_p, full.backend) == (0.6, 0.95, "vllm")
     assert all(get_benchmark(n, "full").gradable for n in full.benchmarks)
     tiny = C.load_config("05_evaluation", "tiny")
-    assert tiny == C.EvaluationConfig() and all(n in BENCHMARKS["tiny"] for n in tiny.benchmarks)
+    assert tiny == EvaluationConfig() and all(n in BENCHMARKS["tiny"] for n in tiny.benchmarks)
     with pytest.raises(C.ConfigError, match="pass_ks"):
-        C.EvaluationConfig(pass_ks=(0,))
+        EvaluationConfig(pass_ks=(0,))
 
 
 # ------------------------------------------------------------------ CLI end to end
@@ -367,7 +368,7 @@ def test_requests_carry_the_configured_system_turn(checkpoint):
     from falcon_h1r_lib.tokenizer import TINY_SYSTEM_PROMPT, load_tokenizer
 
     tok = load_tokenizer(checkpoint)
-    cfg = C.EvaluationConfig(prompt_template="Q: {prompt} Put the answer in \\boxed{}.")
+    cfg = EvaluationConfig(prompt_template="Q: {prompt} Put the answer in \\boxed{}.")
     (req,) = build_requests([{"id": "m1", "prompt": "2+2=?"}], tok, cfg)
     assert req.problem_id == "m1"
     assert req.prompt == f"<|im_start|>system\n{TINY_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\nQ: 2+2=? Put the answer in \\boxed{{}}.<|im_end|>\n<|im_start|>assistant\n"

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from falcon_h1r_lib.config import repo_root
-from falcon_h1r_lib.data import curation as K
 from falcon_h1r_lib.data import manifests as M
 from falcon_h1r_lib.data import tasks
+from falcon_h1r_lib.data.funnel import StepReport
+from falcon_h1r_lib.paths import repo_root
 
 
 def _rows() -> list[dict]:
@@ -35,7 +35,7 @@ def test_round_trip_is_exact(tmp_path):
 
 def test_manifest_contents(tmp_path):
     rows = _rows()
-    rep = K.StepReport("quality", 10, 9, {"empty_answer": 1})
+    rep = StepReport("quality", 10, 9, {"empty_answer": 1})
     info = {
         "name": "sft",
         "source": {"kind": "generated", "generator": "falcon_h1r_lib.data.tasks", "seed": 3},

@@ -16,8 +16,8 @@ from falcon_h1r_lib.config import (
     load_config,
     profile_overrides,
     profile_path,
-    profiles_dir,
 )
+from falcon_h1r_lib.paths import profiles_dir
 
 SIZE_KEYS: dict[str, str] = {
     "profile": "the profile's own name",
@@ -98,7 +98,7 @@ def test_unknown_rehearsal_key_is_refused(tmp_path, monkeypatch):
 
 
 def test_rehearsal_file_given_as_config_lays_over_full():
-    from falcon_h1r_lib.config import RLStageConfig
+    from falcon_h1r_lib.configs import RLStageConfig
 
     cfg = RLStageConfig.from_yaml(profile_path("04_rl", "rehearsal"))
     assert cfg == load_config("04_rl", "rehearsal")
@@ -124,7 +124,7 @@ def test_full_sft_is_an_accelerate_job_over_the_cluster():
     assert argv[1:3] == ["-m", "accelerate.commands.launch"]
     assert argv[argv.index("--num_processes") + 1] == str(lc.sft_nodes * lc.processes_per_node) == "256"
     assert argv[argv.index("--machine_rank") + 1] == "3" and "--cpu" not in argv
-    assert argv[-4:] == ["-m", "falcon_h1r_lib.train.sft", "--config", "falcon_h1r_lib/profiles/full/03_sft.yaml"]
+    assert argv[-4:] == ["-m", "falcon_h1r_lib.sft", "--config", "falcon_h1r_lib/profiles/full/03_sft.yaml"]
     rehearsal = launch.command("04_rl", "x.yaml", launch.launch_config("rehearsal"))
     assert rehearsal[rehearsal.index("--num_processes") + 1] == "2" and "--cpu" not in rehearsal
     assert rehearsal[rehearsal.index("--mixed_precision") + 1] == "no"
@@ -141,7 +141,7 @@ def test_notebooks_launch_heavy_stages_as_jobs_outside_tiny():
     first download."""
     import nbformat
 
-    from falcon_h1r_lib.config import notebooks_dir
+    from falcon_h1r_lib.paths import notebooks_dir
 
     for path in sorted(notebooks_dir().glob("0*.ipynb")):
         code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
@@ -186,7 +186,7 @@ def test_make_reproduce_full_installs_the_gpu_stack_and_stays_online():
     """Before: `make reproduce PROFILE=full` installed the CPU torch and exported HF_HUB_OFFLINE=1."""
     import subprocess
 
-    from falcon_h1r_lib.config import repo_root
+    from falcon_h1r_lib.paths import repo_root
 
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("HF_")}
     dry = subprocess.run(["make", "-n", "-B", "reproduce", "PROFILE=full"], cwd=repo_root(), env=env,
@@ -205,7 +205,7 @@ def test_slurm_scripts_run_the_launch_commands(tmp_path):
     import os
     import subprocess
 
-    from falcon_h1r_lib.config import repo_root
+    from falcon_h1r_lib.paths import repo_root
     from falcon_h1r_lib.rehearsal import slurm_shim
 
     fake_py = tmp_path / "py"
@@ -240,8 +240,8 @@ def test_rehearsal_end_to_end():
     from transformers import AutoModelForCausalLM
 
     from falcon_h1r_lib import rehearsal
-    from falcon_h1r_lib.config import runs_dir
     from falcon_h1r_lib.metrics import read_metrics
+    from falcon_h1r_lib.paths import runs_dir
 
     seconds = rehearsal.run()
     assert set(seconds) >= {"02_data_curation", "03_sft", "04_rl", "05_evaluation", "06_deepconf_scaling"}
@@ -278,7 +278,7 @@ def test_launch_refuses_bad_sizes_before_any_node_starts(capsys):
 
 
 def test_a_yaml_without_profile_is_refused(tmp_path):
-    from falcon_h1r_lib.config import RLStageConfig
+    from falcon_h1r_lib.configs import RLStageConfig
 
     path = tmp_path / "04_rl.yaml"
     path.write_text("max_steps: 2\n")

@@ -10,6 +10,8 @@ import pytest
 from falcon_h1r_lib import config as C
 from falcon_h1r_lib import metrics as M
 from falcon_h1r_lib import reproduce as R
+from falcon_h1r_lib.configs import ArchitectureConfig
+from falcon_h1r_lib.paths import notebooks_dir
 
 
 def _notebook(path, cells):
@@ -66,13 +68,13 @@ def test_strip_outputs(fake_repo):
 
 
 def test_full_profile_parameters_are_validated(fake_repo):
-    params = R.parameters_for(C.notebooks_dir() / "01_architecture.ipynb", "full")
+    params = R.parameters_for(notebooks_dir() / "01_architecture.ipynb", "full")
     assert params["profile"] == "full" and params["device"] == "cuda"
-    assert R.parameters_for(C.notebooks_dir() / "01_architecture.ipynb", "tiny") == {}
+    assert R.parameters_for(notebooks_dir() / "01_architecture.ipynb", "tiny") == {}
 
 
 def test_metrics_record_round_trip(fake_repo):
-    cfg = C.ArchitectureConfig()
+    cfg = ArchitectureConfig()
     path = M.write_metrics(cfg, {"ratio": 1.5, "by_len": {"256": 2}}, wall_time_s=1.234)
     record = M.read_metrics(cfg.STAGE)
     assert path.exists() and record["metrics"]["ratio"] == 1.5

@@ -15,7 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from falcon_h1r_lib.data import curation
+from falcon_h1r_lib.data import filters
 from falcon_h1r_lib.deepconf.confidence import token_confidence
 from falcon_h1r_lib.rewards import answers_equivalent, extract_answer, verify
 from falcon_h1r_lib.sandbox import run_python, run_tests
@@ -321,4 +321,4 @@ def test_table_one_trace_one_reading_in_curation_and_rewards(response):
     row = {**problem, "response": response, "rollout": 0, "teacher": "t"}
     assert extract_answer(response) is None  # nothing to vote with
     assert verify(problem, response) is False  # no reward
-    assert curation.quality_reason(row) is not None  # and no SFT trace
+    assert filters.quality_reason(row) is not None  # and no SFT trace

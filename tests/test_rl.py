@@ -10,11 +10,13 @@ import pytest
 import torch
 from datasets import Dataset
 
-from falcon_h1r_lib.config import ConfigError, RLStageConfig, load_config
+from falcon_h1r_lib import rl
+from falcon_h1r_lib.config import ConfigError, load_config
+from falcon_h1r_lib.configs import RLStageConfig
 from falcon_h1r_lib.models import build_model, falcon_h1_config
-from falcon_h1r_lib.tokenizer import TINY_SYSTEM_PROMPT
-from falcon_h1r_lib.train import rl, rl_data
-from falcon_h1r_lib.train.rl_backfill import (
+from falcon_h1r_lib.rl import data as rl_data
+from falcon_h1r_lib.rl import report, stage
+from falcon_h1r_lib.rl.backfill import (
     BackfillStats,
     GroupCache,
     PromptStream,
@@ -25,8 +27,10 @@ from falcon_h1r_lib.train.rl_backfill import (
     rounds_without_cache,
     split_groups,
 )
-from falcon_h1r_lib.train.rl_rewards import RLVRReward, combine, completion_text
-from falcon_h1r_lib.train.rl_trainer import FalconGRPOTrainer, positive_ce_loss
+from falcon_h1r_lib.rl.rewards import RLVRReward, combine, completion_text
+from falcon_h1r_lib.rl.trainer import FalconGRPOTrainer, positive_ce_loss
+from falcon_h1r_lib.stages import MissingStageOutput
+from falcon_h1r_lib.tokenizer import TINY_SYSTEM_PROMPT
 
 GOOD = "<think>\n2+2=4\n</think>\n\n\\boxed{4}"
 WRONG = "<think>\n2+2=5\n</think>\n\n\\boxed{5}"
@@ -169,7 +173,7 @@ class ToyReward:
 def _trainer(model, tok, tmp_path, **kw):
     cfg = RLStageConfig(prompts_per_step=2, num_generations=4, max_completion_length=8, max_steps=2,
                         warmup_steps=0, learning_rate=1e-3, save_steps=1000)
-    args = rl.grpo_config(cfg, tmp_path / "ckpt")
+    args = stage.grpo_config(cfg, tmp_path / "ckpt")
     args.logging_steps = 1
     args.disable_tqdm = True
     extra = {"aux_ce_coef": 0.1, "backfill": True, "cache_size": 4, "cache_max_age": 2, "max_rounds": 3, **kw}
@@ -252,7 +256,7 @@ def test_grpo_smoke_run_moves_parameters_and_logs_the_recipe(tok, tmp_path):
     assert logs and all(k in logs[-1] for k in ("entropy", "clip_ratio/region_mean", "frac_reward_zero_std",
                                                  "completions/mean_length", "backfill/rounds"))
     assert trainer.backfill_stats.steps == 2
-    curves = rl.curves(trainer.state.log_history)
+    curves = report.curves(trainer.state.log_history)
     assert curves[0]["step"] == 1 and "clip_fraction" in curves[0]
 
 
@@ -269,9 +273,9 @@ def test_config_recipe_and_validation():
     with pytest.raises(ConfigError, match="num_generations"):
         RLStageConfig(num_generations=1)
     with pytest.raises(ValueError, match="whole groups"):
-        rl.per_device_batch(RLStageConfig(prompts_per_step=3, num_generations=4), world_size=2)
-    assert rl.per_device_batch(RLStageConfig(prompts_per_step=128, num_generations=16, gradient_accumulation_steps=16), 8) == 16
-    args = rl.grpo_config(full.__class__(**{**full.to_dict(), "domains": tuple(full.domains),
+        stage.per_device_batch(RLStageConfig(prompts_per_step=3, num_generations=4), world_size=2)
+    assert stage.per_device_batch(RLStageConfig(prompts_per_step=128, num_generations=16, gradient_accumulation_steps=16), 8) == 16
+    args = stage.grpo_config(full.__class__(**{**full.to_dict(), "domains": tuple(full.domains),
                                               "eval_benchmarks": tuple(full.eval_benchmarks)}), "/tmp/x", world_size=64)
     assert args.vllm_importance_sampling_correction and args.vllm_importance_sampling_clip_max == 2.0
     assert args.vllm_importance_sampling_mode == "token_truncate" and args.loss_type == "dapo"
@@ -313,16 +317,17 @@ def test_resume_restores_backfill_counters_and_stream(tok, tmp_path):
 
 def test_checkpoints_of_another_run_are_wiped_and_fingerprints_track_the_recipe(tmp_path):
     (tmp_path / "checkpoints" / "checkpoint-5").mkdir(parents=True)
-    rl._checkpoints(tmp_path, "aaa")
-    assert not (tmp_path / "checkpoints" / "checkpoint-5").exists()  # no stamp: not ours
-    (tmp_path / "checkpoints" / "checkpoint-7").mkdir()
-    rl._checkpoints(tmp_path, "aaa")
-    assert (tmp_path / "checkpoints" / "checkpoint-7").exists()  # same run: kept for resume
-    rl._checkpoints(tmp_path, "bbb")
-    assert not (tmp_path / "checkpoints" / "checkpoint-7").exists()
-    base = RLStageConfig()
-    assert rl.run_fingerprint(base) == rl.run_fingerprint(RLStageConfig(max_steps=99))  # longer run resumes
-    assert rl.run_fingerprint(base) != rl.run_fingerprint(RLStageConfig(learning_rate=1e-3))
+    ckpt_dir = tmp_path / "checkpoints"
+    stage._checkpoints(ckpt_dir, "aaa")
+    assert not (ckpt_dir / "checkpoint-5").exists()  # no stamp: not ours
+    (ckpt_dir / "checkpoint-7").mkdir()
+    stage._checkpoints(ckpt_dir, "aaa")
+    assert (ckpt_dir / "checkpoint-7").exists()  # same run: kept for resume
+    stage._checkpoints(ckpt_dir, "bbb")
+    assert not (ckpt_dir / "checkpoint-7").exists()
+    base = RLStageConfig(sft_model_path=str(tmp_path / "sft"))  # not notebook 03's: no stage output required
+    assert stage.run_fingerprint(base) == stage.run_fingerprint(dataclasses.replace(base, max_steps=99))  # resumes
+    assert stage.run_fingerprint(base) != stage.run_fingerprint(dataclasses.replace(base, learning_rate=1e-3))
 
 
 def test_cap_per_domain_balances_mixed_pools():
@@ -360,13 +365,13 @@ def test_accuracy_from_evaluation_pairs_sft_and_rl_problem_by_problem(tmp_path):
         label: {"benchmarks": {"tiny-math": {"domain": "math", "pass_at_1": p, "pass_at_1_ci": [0, 1], "n_problems": 3,
                                              "samples_per_problem": 2, "grades_file": grades(label, rows)}}}
         for label, p, rows in (("sft", 0.5, sft_rows), ("rl", 5 / 6, rl_rows))}}}
-    acc = rl.accuracy_from_evaluation(record, {"sft": "sft", "rl": "rl"})
+    acc = report.accuracy_from_evaluation(record, {"sft": "sft", "rl": "rl"})
     assert acc["sft_accuracy"]["math"]["pass_at_1"] == 0.5
     paired = acc["rl_minus_sft"]["math"]
     assert paired["difference"] == pytest.approx(1 / 3)
     assert (paired["b_better"], paired["a_better"], paired["ties"]) == (2, 0, 1)
     with pytest.raises(KeyError, match="labelled 'base'"):
-        rl.accuracy_from_evaluation(record, {"sft": "base"})
+        report.accuracy_from_evaluation(record, {"sft": "base"})
 
 
 # ------------------------------------------------------------------------------------------ issue 12: scale-out
@@ -378,9 +383,9 @@ def test_full_batch_plan_gives_table2_batch_per_update(world_size):
     full = load_config("04_rl", "full")
     if world_size != 64:  # the shipped accumulation (32) fits 64 ranks only: elsewhere > 1 completion per device
         with pytest.raises(ValueError, match="1 completion per device"):
-            rl.batch_plan(full, world_size)
+            stage.batch_plan(full, world_size)
         full = dataclasses.replace(full, gradient_accumulation_steps=2048 // world_size)
-    plan = rl.batch_plan(full, world_size)
+    plan = stage.batch_plan(full, world_size)
     assert world_size * plan["per_device_batch"] * plan["gradient_accumulation_steps"] == 128 * 16  # Table 2
     assert plan["per_device_batch"] == 1
     assert plan["generation_batch_size"] == 2048 and plan["steps_per_generation"] == plan["gradient_accumulation_steps"]
@@ -392,9 +397,9 @@ def test_full_batch_plan_gives_table2_batch_per_update(world_size):
 
 def test_batch_plan_refuses_split_groups_and_trl_generates_once_per_step(tmp_path):
     with pytest.raises(ValueError, match="whole groups"):  # 2048 / 256 ranks = 8 < G
-        rl.batch_plan(load_config("04_rl", "full"), 256)
+        stage.batch_plan(load_config("04_rl", "full"), 256)
     cfg = RLStageConfig(prompts_per_step=2, num_generations=4, gradient_accumulation_steps=8)
-    args = rl.grpo_config(cfg, tmp_path / "ckpt", world_size=1)
+    args = stage.grpo_config(cfg, tmp_path / "ckpt", world_size=1)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.steps_per_generation) == (1, 8, 8)
     assert args.generation_batch_size == 8 and args.num_iterations == 1  # one rollout batch per optimizer step
 
@@ -441,35 +446,36 @@ def test_checkpoint_folder_is_cleaned_by_the_main_process_before_any_rank_goes_o
 
     (tmp_path / "checkpoints" / "checkpoint-5").mkdir(parents=True)  # another run's (no stamp)
     other = FakeState(main=False)
-    assert rl._checkpoints(tmp_path, "aaa", other) == tmp_path / "checkpoints"
+    assert stage._checkpoints(tmp_path / "checkpoints", "aaa", other) == tmp_path / "checkpoints"
     assert (tmp_path / "checkpoints" / "checkpoint-5").exists() and other.seen_at_barrier == ["checkpoint-5"]
     main = FakeState(main=True)
-    rl._checkpoints(tmp_path, "aaa", main)
+    stage._checkpoints(tmp_path / "checkpoints", "aaa", main)
     assert main.seen_at_barrier == ["FINGERPRINT"]  # cleaned and stamped before the barrier releases the ranks
 
 
 def test_report_to_reaches_trl(tmp_path):
-    assert rl.grpo_config(RLStageConfig(), tmp_path / "a").report_to in ([], ["none"], "none")
-    args = rl.grpo_config(RLStageConfig(report_to="trackio"), tmp_path / "b")
+    assert stage.grpo_config(RLStageConfig(), tmp_path / "a").report_to in ([], ["none"], "none")
+    args = stage.grpo_config(RLStageConfig(report_to="trackio"), tmp_path / "b")
     assert args.report_to == ["trackio"]
     with pytest.raises(ConfigError, match="report_to"):
         RLStageConfig.from_dict({"report_to": "tensorboard"})
-    assert rl.run_fingerprint(RLStageConfig()) == rl.run_fingerprint(RLStageConfig(report_to="wandb"))
+    cfg = RLStageConfig(sft_model_path=str(tmp_path / "sft"))
+    assert stage.run_fingerprint(cfg) == stage.run_fingerprint(dataclasses.replace(cfg, report_to="wandb"))
 
 
 def test_evaluation_config_keeps_the_profiles_evaluation_settings():
-    from falcon_h1r_lib.config import EvaluationConfig
+    from falcon_h1r_lib.configs import EvaluationConfig
 
     full = load_config("04_rl", "full")
-    ecfg, e05 = rl.evaluation_config(full), load_config("05_evaluation", "full")
+    ecfg, e05 = report.evaluation_config(full), load_config("05_evaluation", "full")
     assert ecfg.vllm == e05.vllm and ecfg.vllm  # engine settings (max_model_len, parallelism, ...) kept
     assert (ecfg.allow_unpinned, ecfg.eval_sources_file, ecfg.local_files) == (
         e05.allow_unpinned, e05.eval_sources_file, e05.local_files)
     assert (ecfg.backend, ecfg.dtype, ecfg.benchmarks) == ("vllm", e05.dtype, tuple(full.eval_benchmarks))
     assert (ecfg.max_problems, ecfg.samples_per_problem, ecfg.seed) == (1000, 16, full.seed)
-    assert ecfg.system_prompt == rl.system_prompt(full)
+    assert ecfg.system_prompt == rl_data.system_prompt(full)
     tiny = RLStageConfig()  # the tiny comparison is unchanged (its notebook reuses the same traces)
-    assert rl.evaluation_config(tiny) == EvaluationConfig(
+    assert report.evaluation_config(tiny) == EvaluationConfig(
         profile="tiny", seed=0, benchmarks=("tiny-math",), max_problems=50, samples_per_problem=16,
         system_prompt=TINY_SYSTEM_PROMPT, device="cpu", backend="hf", dtype="float32")
 
@@ -477,14 +483,14 @@ def test_evaluation_config_keeps_the_profiles_evaluation_settings():
 def test_rehearsal_rl_profile_is_full_at_cpu_size():
     reh, full = load_config("04_rl", "rehearsal"), load_config("04_rl", "full")
     assert reh.use_vllm and reh.vllm_mode == "colocate" and reh.backfill and reh.aux_ce_coef == full.aux_ce_coef
-    assert rl.batch_plan(reh, 2)["per_device_batch"] == 1 and per_rank_cache_size(reh.cache_size, 2) == 1
+    assert stage.batch_plan(reh, 2)["per_device_batch"] == 1 and per_rank_cache_size(reh.cache_size, 2) == 1
     assert reh.sft_model_path == "runs/rehearsal/03_sft/sft"
     assert full.vllm_max_model_length > full.max_completion_length and full.report_to == "none"
 
 
 def test_calls_saved_is_none_not_nan_without_steps():
     """A run that recorded no step (e.g. no batch) must still write metrics.json, which refuses NaN."""
-    from falcon_h1r_lib.train.rl_backfill import BackfillStats, generation_calls_saved
+    from falcon_h1r_lib.rl.backfill import BackfillStats, generation_calls_saved
 
     out = generation_calls_saved(BackfillStats(), 2, 3)
     assert out["rounds_per_step_with_cache"] is None and out["calls_saved_fraction"] is None
@@ -492,19 +498,19 @@ def test_calls_saved_is_none_not_nan_without_steps():
 
 def test_too_few_kept_problems_for_one_step_fail_with_the_numbers(monkeypatch, tmp_path):
     """Before: TRL's sampler yielded no batch, training ran 0 steps and the run died on a NaN metric."""
-    from falcon_h1r_lib.train import rl, rl_data
-
     monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
     cfg = load_config("04_rl", "rehearsal")
     pool = [{"id": f"p{i}", "domain": "math", "prompt": f"{i}+1?", "answer": str(i + 1)} for i in range(3)]
     import falcon_h1r_lib.data.build as build
+    from falcon_h1r_lib import stages
 
-    monkeypatch.setattr(build, "run", lambda cfg02: None)
+    monkeypatch.setattr(stages, "recorded_config", lambda name, profile: load_config(name, profile))
+    monkeypatch.setattr(stages, "require", lambda name, key, profile: tmp_path)  # notebooks 02 and 03 "ran"
     monkeypatch.setattr(build, "load_output", lambda cfg02, name: [])
     monkeypatch.setattr(rl_data, "build_pool", lambda *a: (pool, []))
-    monkeypatch.setattr(rl, "weights_fingerprint", lambda path: "w")
-    monkeypatch.setattr(rl, "_filter_cached", lambda out, key: False)
-    monkeypatch.setattr(rl, "filter_backend", lambda *a, **k: (None, None))
+    monkeypatch.setattr(stage, "weights_fingerprint", lambda path: "w")
+    monkeypatch.setattr(stage, "_filter_cached", lambda out, key: False)
+    monkeypatch.setattr(stage, "filter_backend", lambda *a, **k: (None, None))
     monkeypatch.setattr(rl_data, "rollout_outcomes", lambda *a: {})
     monkeypatch.setattr(rl_data, "outcomes_table", lambda *a: __import__("pandas").DataFrame({"x": [1]}))
     monkeypatch.setattr(rl_data, "apply_filter", lambda pool, outcomes, cfg: (pool[:1], {"n_in": 3, "n_out": 1,
@@ -513,4 +519,30 @@ def test_too_few_kept_problems_for_one_step_fail_with_the_numbers(monkeypatch, t
 
     monkeypatch.setattr(generation, "close_backend", lambda b: None)
     with pytest.raises(RuntimeError, match=r"kept 1 of 3 problems, fewer than one step's prompts_per_step=2"):
-        rl.prepare_data(cfg, tmp_path)
+        stage.prepare_data(cfg, tmp_path)
+
+
+@pytest.mark.parametrize("profile", ["tiny", "rehearsal"])
+def test_rl_reads_notebook_02s_files_and_never_rebuilds_them(monkeypatch, tmp_path, profile):
+    """Before: prepare_data ran notebook 02's stage (build.run) with the profile's YAML when its outputs were missing."""
+    import falcon_h1r_lib.data.build as build
+
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    monkeypatch.setattr(build, "run", lambda *a, **k: pytest.fail("RL re-ran notebook 02's stage"))
+    with pytest.raises(MissingStageOutput, match=r"02_data_curation/metrics\.json does not exist.*02_data_curation\.ipynb"):
+        stage.prepare_data(load_config("04_rl", profile), tmp_path)
+
+
+@pytest.mark.parametrize("sft_model_path", ["runs/tiny/03_sft/sft", ""])
+def test_rl_without_notebook_03s_model_names_notebook_03(monkeypatch, tmp_path, sft_model_path):
+    """The SFT model is notebook 03's output, whether named by the config or left to the stage table."""
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    cfg = dataclasses.replace(load_config("04_rl", "tiny"), sft_model_path=sft_model_path)
+    with pytest.raises(MissingStageOutput, match=r"03_sft/metrics\.json does not exist.*notebooks/03_sft\.ipynb"):
+        rl.run(cfg)
+    with pytest.raises(MissingStageOutput, match="03_sft"):
+        stage.load_policy(cfg)
+    (tmp_path / "tiny" / "03_sft" / "sft").mkdir(parents=True)
+    (tmp_path / "tiny" / "03_sft" / "metrics.json").write_text("{}")
+    assert stage.sft_model_path(cfg) == tmp_path / "tiny" / "03_sft" / "sft"
+    assert stage.sft_model_ref(cfg) == (sft_model_path or str(tmp_path / "tiny" / "03_sft" / "sft"))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from falcon_h1r_lib.config import repo_root
+from falcon_h1r_lib.paths import repo_root
 
 pytestmark = pytest.mark.vllm
 FSDP_CONFIG = "falcon_h1r_lib/profiles/accelerate/fsdp.yaml"
@@ -30,8 +30,8 @@ SHIM = Path(__file__).parent.parent / "falcon_h1r_lib" / "fsdp_on_cpu"
 
 
 def rl_fixture(runs: Path) -> Path:
-    """Notebook 02's outputs (96 RL math problems, disjoint SFT rows, an eval row) and a tiny SFT checkpoint under
-    ``runs``; returns the checkpoint folder."""
+    """Notebook 02's outputs (96 RL math problems, disjoint SFT rows, an eval row) and notebook 03's tiny SFT
+    checkpoint under ``runs``, each with its ``metrics.json``; returns the checkpoint folder."""
     from falcon_h1r_lib.config import load_config
     from falcon_h1r_lib.data import manifests
     from falcon_h1r_lib.metrics import write_metrics
@@ -57,6 +57,8 @@ def rl_fixture(runs: Path) -> Path:
         tok = build_tokenizer(vocab_size=300)
         build_model(falcon_h1_config("tiny", vocab_size=len(tok)), seed=0).save_pretrained(ckpt)
         save_tokenizer(tok, ckpt)
+        write_metrics(load_config("03_sft", "rehearsal"), {"fixture": "tests/test_rl_launch.py"}, wall_time_s=0.0,
+                      reads=[])  # notebook 03 finished: its metrics.json is written last
         return ckpt
     finally:
         os.environ.pop("FALCON_H1R_RUNS") if old is None else os.environ.__setitem__("FALCON_H1R_RUNS", old)
@@ -84,12 +86,12 @@ def test_rehearsal_rl_filter_then_colocated_vllm_grpo_on_two_fsdp_ranks(tmp_path
     sft_dir = rl_fixture(runs)
     env = {**os.environ, "FALCON_H1R_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
-    filt, wall_filter = _run([sys.executable, "-m", "falcon_h1r_lib.train.rl", "--config", REHEARSAL_RL,
+    filt, wall_filter = _run([sys.executable, "-m", "falcon_h1r_lib.rl", "--config", REHEARSAL_RL,
                               "--filter-only"], env, timeout=600)
     print(f"filter wall time {wall_filter:.1f} s")
     assert filt.returncode == 0, filt.stdout[-3000:] + filt.stderr[-6000:]
     stage = runs / "rehearsal" / "04_rl"
-    from falcon_h1r_lib.train.rl_data import FILTER_FILE
+    from falcon_h1r_lib.rl.data import FILTER_FILE
 
     assert (stage / FILTER_FILE).exists(), sorted(p.name for p in stage.iterdir())
 
@@ -97,7 +99,7 @@ def test_rehearsal_rl_filter_then_colocated_vllm_grpo_on_two_fsdp_ranks(tmp_path
                   "FALCON_H1R_FSDP_ON_CPU": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", FSDP_CONFIG, "--num_processes", "2",
            "--mixed_precision", "no", "--main_process_port", str(_free_port()),
-           "-m", "falcon_h1r_lib.train.rl", "--config", REHEARSAL_RL]
+           "-m", "falcon_h1r_lib.rl", "--config", REHEARSAL_RL]
     proc, wall = _run(cmd, launch_env, timeout=900)
     print(f"accelerate launch wall time {wall:.1f} s")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import subprocess
+import sys
 import textwrap
 import time
 import tracemalloc
@@ -279,6 +281,21 @@ def test_leaving_the_process_group_does_not_escape_the_timeout():
         assert r.status == "timeout" and r.wall_time_s < 2.5
         parent, child = map(int, r.stdout.split())
         assert child > 0 and not alive(parent) and not alive(child)
+
+
+def test_child_loads_stdlib_only_and_leaves_a_bare_sys_path():
+    """The child's own modules load before isolation, from a path it takes off sys.path again: the candidate
+    sees the sys.path of a bare `-I -S` interpreter, and nothing of falcon_h1r_lib nor any third-party code."""
+    r = run("""
+        import sys
+        print(sys.path)
+        print(sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names) - set(sys.builtin_module_names)))
+    """)
+    bare = subprocess.run([sys.executable, "-I", "-S", "-c", "import sys; print(sys.path)"],
+                          capture_output=True, text=True, check=True).stdout
+    path, foreign = r.stdout.splitlines()
+    assert r.passed and path + "\n" == bare
+    assert foreign == "['__main__', 'child']"
 
 
 def test_run_many_parallel_results_in_order():

@@ -1,4 +1,4 @@
-"""Tiny base pretraining and SFT (train.pretrain, train.sft): loss, weighting, chat masking, recipe, resume."""
+"""Tiny base pretraining and SFT (falcon_h1r_lib.sft): loss, weighting, chat masking, recipe, resume, stage inputs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,24 @@ import math
 import pytest
 import torch
 
-from falcon_h1r_lib.config import ConfigError, SFTStageConfig, load_config
-from falcon_h1r_lib.train import pretrain, sft
+from falcon_h1r_lib.checkpoints import checkpoint_to_resume
+from falcon_h1r_lib.config import ConfigError, load_config
+from falcon_h1r_lib.configs import SFTStageConfig
+from falcon_h1r_lib.sft import pretrain
+from falcon_h1r_lib.sft.base import (
+    check_base_config,
+    check_global_batch,
+    check_mup,
+    load_base,
+    load_model,
+    load_sft_tokenizer,
+    local_or_hub,
+    param_group_learning_rates,
+)
+from falcon_h1r_lib.sft.data import conversation, sft_dataset, sft_dataset_on_disk, token_counts
+from falcon_h1r_lib.sft.loss import FUSED_HEAD_MIN_VOCAB, token_log_probs, weighted_token_loss
+from falcon_h1r_lib.sft.stage import train_sft
+from falcon_h1r_lib.sft.trainer import build_trainer, sft_config
 
 
 @pytest.fixture(scope="module")
@@ -50,42 +66,42 @@ def _cfg(**kw):
 def test_weighted_token_loss_is_token_mean_with_unit_weights():
     lp = -torch.rand(3, 5)
     mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]], dtype=torch.bool)
-    got = sft.weighted_token_loss(lp, mask, None)
+    got = weighted_token_loss(lp, mask, None)
     assert torch.isclose(got, -lp[mask].mean())
-    assert torch.isclose(sft.weighted_token_loss(lp, mask, torch.ones(3)), got)
+    assert torch.isclose(weighted_token_loss(lp, mask, torch.ones(3)), got)
 
 
 def test_weights_scale_tokens_but_not_the_token_count():
     lp = -torch.rand(2, 4)
     mask = torch.ones(2, 4, dtype=torch.bool)
     w = torch.tensor([2.0, 0.5])
-    got = sft.weighted_token_loss(lp, mask, w)
+    got = weighted_token_loss(lp, mask, w)
     want = (-(lp[0]).sum() * 2.0 - (lp[1]).sum() * 0.5) / 8
     assert torch.isclose(got, want)
     # a global token count (balanced DP normalization) replaces the local one
-    assert torch.isclose(sft.weighted_token_loss(lp, mask, w, num_items_in_batch=16), want / 2)
+    assert torch.isclose(weighted_token_loss(lp, mask, w, num_items_in_batch=16), want / 2)
 
 
 def test_weighted_token_loss_edge_cases():
     lp = -torch.rand(2, 3)
     empty = torch.zeros(2, 3, dtype=torch.bool)
-    assert sft.weighted_token_loss(lp, empty, torch.ones(2)).item() == 0.0  # no supervised token: 0, not NaN
+    assert weighted_token_loss(lp, empty, torch.ones(2)).item() == 0.0  # no supervised token: 0, not NaN
     with pytest.raises(ValueError, match="weights must have shape"):
-        sft.weighted_token_loss(lp, empty, torch.ones(3))
+        weighted_token_loss(lp, empty, torch.ones(3))
     with pytest.raises(ValueError, match="differ"):
-        sft.weighted_token_loss(lp, empty[:, :2], None)
+        weighted_token_loss(lp, empty[:, :2], None)
 
 
 def test_sft_dataset_weights_and_conversation():
     rows = _rows(4)
-    ds = sft.sft_dataset(rows, "SYS")
+    ds = sft_dataset(rows, "SYS")
     assert ds["sample_weight"] == [0.5, 1.0, 1.25, 1.75]
     assert [m["role"] for m in ds["messages"][0]] == ["system", "user", "assistant"]
     assert ds["messages"][0][0]["content"] == "SYS"
-    assert sft.sft_dataset(rows, "SYS", weighting=False)["sample_weight"] == [1.0] * 4
+    assert sft_dataset(rows, "SYS", weighting=False)["sample_weight"] == [1.0] * 4
     bad = [dict(rows[0], weight=0.0)]
     with pytest.raises(ValueError, match="math-add-0"):
-        sft.sft_dataset(bad, "SYS")
+        sft_dataset(bad, "SYS")
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,8 +113,8 @@ def test_assistant_only_labels_and_multi_turn_rule(tok, tmp_path):
     """Labels cover the last assistant turn (reasoning kept) and its <|im_end|>; earlier turns lose <think>."""
     row = dict(_rows(1)[0], history=[{"role": "user", "content": "1+1=?"},
                                      {"role": "assistant", "content": "<think>\nOLDTHOUGHT\n</think>\n\n\\boxed{2}"}])
-    trainer = sft.build_trainer(_cfg(), _tiny_model(tok), tok, sft.sft_dataset([row], "SYS"), tmp_path,
-                                disable_tqdm=True)
+    trainer = build_trainer(_cfg(), _tiny_model(tok), tok, sft_dataset([row], "SYS"), tmp_path,
+                            disable_tqdm=True)
     ex = trainer.train_dataset[0]
     text = tok.decode(ex["input_ids"])
     assert "OLDTHOUGHT" not in text and "\\boxed{2}" in text  # earlier turn: answer only
@@ -109,8 +125,8 @@ def test_assistant_only_labels_and_multi_turn_rule(tok, tmp_path):
 
 def test_difficulty_weight_multiplies_the_loss(tok, tmp_path):
     rows = _rows(2)
-    trainer = sft.build_trainer(_cfg(), _tiny_model(tok), tok, sft.sft_dataset(rows, "SYS"), tmp_path,
-                                disable_tqdm=True)
+    trainer = build_trainer(_cfg(), _tiny_model(tok), tok, sft_dataset(rows, "SYS"), tmp_path,
+                            disable_tqdm=True)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     trainer.model.train()
     with torch.no_grad():
@@ -123,15 +139,15 @@ def test_difficulty_weight_multiplies_the_loss(tok, tmp_path):
 def test_plain_head_equals_trl_fused_head(tok, tmp_path):
     """The small-vocabulary head gives TRL's fused chunked head's numbers (log-probs, gradients, metrics)."""
     rows = _rows(4)
-    trainer = sft.build_trainer(_cfg(), _tiny_model(tok), tok, sft.sft_dataset(rows, "SYS"), tmp_path,
-                                disable_tqdm=True)
+    trainer = build_trainer(_cfg(), _tiny_model(tok), tok, sft_dataset(rows, "SYS"), tmp_path,
+                            disable_tqdm=True)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     batch.pop("sample_weight")
     model = trainer.model.train()
     out = {}
-    for name, vocab in (("fused", sft.FUSED_HEAD_MIN_VOCAB), ("plain", 1)):
+    for name, vocab in (("fused", FUSED_HEAD_MIN_VOCAB), ("plain", 1)):
         model.zero_grad()
-        res = sft.token_log_probs(model, dict(batch), vocab)
+        res = token_log_probs(model, dict(batch), vocab)
         res.log_probs.sum().backward()
         out[name] = (res, model.model.embed_tokens.weight.grad.clone())
     (fused, g_fused), (plain, g_plain) = out["fused"], out["plain"]
@@ -143,9 +159,9 @@ def test_plain_head_equals_trl_fused_head(tok, tmp_path):
 
 
 def test_sft_config_carries_the_recipe(tmp_path):
-    args = sft.sft_config(_cfg(), tmp_path)
+    args = sft_config(_cfg(), tmp_path)
     assert args.lr_scheduler_type == "linear" and args.warmup_steps == pytest.approx(0.0)
-    args = sft.sft_config(load_config("03_sft", "tiny"), tmp_path)
+    args = sft_config(load_config("03_sft", "tiny"), tmp_path)
     assert args.warmup_steps == pytest.approx(0.04)  # a float < 1: a ratio of the total steps
     assert (args.weight_decay, args.max_grad_norm, args.bf16, args.padding_free) == (0.01, 1.0, False, False)
     assert args.average_tokens_across_devices and args.assistant_only_loss and not args.gradient_checkpointing
@@ -187,10 +203,10 @@ def test_config_rejects_bad_values():
 def test_base_config_check_against_table8():
     from falcon_h1r_lib.models import falcon_h1_config
 
-    rows = sft.check_base_config(falcon_h1_config("falcon-h1r-7b"))
+    rows = check_base_config(falcon_h1_config("falcon-h1r-7b"))
     assert all(r["match"] for r in rows)
     with pytest.raises(ConfigError, match="d_state"):
-        sft.check_base_config(falcon_h1_config("falcon-h1r-7b", mamba_d_state=128))
+        check_base_config(falcon_h1_config("falcon-h1r-7b", mamba_d_state=128))
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,7 +255,7 @@ def _assistant_nll(model, tok, rows) -> float:
     total, n = 0.0, 0
     model.eval()
     for r in rows:
-        enc = tok.apply_chat_template(sft.conversation(r, "SYS"), tokenize=True, return_dict=True,
+        enc = tok.apply_chat_template(conversation(r, "SYS"), tokenize=True, return_dict=True,
                                       return_assistant_tokens_mask=True)
         ids = torch.tensor([enc["input_ids"]])
         mask = torch.tensor(enc["assistant_masks"][1:], dtype=torch.bool)
@@ -275,20 +291,20 @@ def test_killed_sft_resumes_to_the_uninterrupted_result(tok, tmp_path, monkeypat
     info = {"fingerprint": "test-base"}
 
     def final_params(root):
-        return {n: p.detach().clone() for n, p in sft.load_model(str(root / "runs/tiny/03_sft/sft"), cfg)
+        return {n: p.detach().clone() for n, p in load_model(str(root / "runs/tiny/03_sft/sft"), cfg)
                 .named_parameters()}
 
     monkeypatch.setenv("FALCON_H1R_ROOT", str(tmp_path / "a"))
-    straight = sft.train_sft(cfg, str(base), info, tok, rows)
+    straight = train_sft(cfg, str(base), info, tok, rows)
     assert straight["steps"] == 6 and straight["resumed_from"] is None
-    before, after = _assistant_nll(sft.load_model(str(base), cfg), tok, rows), _assistant_nll(
-        sft.load_model(str(tmp_path / "a/runs/tiny/03_sft/sft"), cfg), tok, rows)
+    before, after = _assistant_nll(load_model(str(base), cfg), tok, rows), _assistant_nll(
+        load_model(str(tmp_path / "a/runs/tiny/03_sft/sft"), cfg), tok, rows)
     assert after < before - 0.3, f"SFT did not lower the assistant-token NLL: {before:.3f} -> {after:.3f}"
 
     monkeypatch.setenv("FALCON_H1R_ROOT", str(tmp_path / "b"))
     with pytest.raises(_Killed):
-        sft.train_sft(cfg, str(base), info, tok, rows, callbacks=[_killer(3)])
-    resumed = sft.train_sft(cfg, str(base), info, tok, rows)
+        train_sft(cfg, str(base), info, tok, rows, callbacks=[_killer(3)])
+    resumed = train_sft(cfg, str(base), info, tok, rows)
     assert resumed["resumed_from"] == "checkpoint-2" and resumed["steps"] == 6
 
     a, b = final_params(tmp_path / "a"), final_params(tmp_path / "b")
@@ -296,9 +312,9 @@ def test_killed_sft_resumes_to_the_uninterrupted_result(tok, tmp_path, monkeypat
     assert worst < 1e-5, f"resumed weights differ from the uninterrupted run by {worst}"
     assert math.isclose(straight["loss_log"][-1]["loss"], resumed["loss_log"][-1]["loss"], rel_tol=1e-4)
     # a finished stage is skipped, and checkpoints of another configuration are never resumed
-    assert sft.train_sft(cfg, str(base), info, tok, rows)["skipped"]
+    assert train_sft(cfg, str(base), info, tok, rows)["skipped"]
     other = dataclasses.replace(cfg, learning_rate=1e-3)
-    assert sft.train_sft(other, str(base), info, tok, rows)["resumed_from"] is None
+    assert train_sft(other, str(base), info, tok, rows)["resumed_from"] is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,38 +357,38 @@ def test_standin_base_is_checked_against_the_7b_preset_by_dial(standin):
     from falcon_h1r_lib.models.standin import read_standin
 
     cfg = load_config("03_sft", "rehearsal")
-    path, info = sft.load_base(cfg, None)
+    path, info = load_base(cfg, None)
     assert path == str(standin) and info["table8_check_against"].startswith("7B preset scaled by dial")
     rows = {r["quantity"]: r for r in info["table8_check"]}
     assert rows["d_model"]["preset"] == 32 and rows["d_model"]["7B (Table 8)"] == 3072 and rows["layers"]["match"]
     config, record = AutoConfig.from_pretrained(standin), read_standin(standin)
     config.mamba_d_state = 16  # the dial's rule at width 32: 2 x SSM head dim (4) = 8
     with pytest.raises(ConfigError, match="d_state"):
-        sft.check_base_config(config, record)
+        check_base_config(config, record)
     with pytest.raises(ConfigError, match="paper Table 8"):
-        sft.check_base_config(AutoConfig.from_pretrained(standin))  # without its record: the paper's check
-    assert sft.check_base_config(falcon_h1_config("falcon-h1r-7b"))  # the real 7B shape still passes
+        check_base_config(AutoConfig.from_pretrained(standin))  # without its record: the paper's check
+    assert check_base_config(falcon_h1_config("falcon-h1r-7b"))  # the real 7B shape still passes
     with pytest.raises(ConfigError, match="models.standin"):
-        sft.local_or_hub("runs/rehearsal/hub/nothing-here")
+        local_or_hub("runs/rehearsal/hub/nothing-here")
 
 
 def test_full_path_tokenizer_ends_turns_at_im_end(standin, tmp_path):
     cfg = load_config("03_sft", "rehearsal")
-    tok = sft.load_sft_tokenizer(cfg)
+    tok = load_sft_tokenizer(cfg)
     assert tok.eos_token == "<|im_end|>" and tok.pad_token != tok.eos_token
-    args = sft.sft_config(cfg, tmp_path, use_cpu=True)
+    args = sft_config(cfg, tmp_path, use_cpu=True)
     assert args.eos_token == "<|im_end|>"
-    model = sft.load_model(str(standin), dataclasses.replace(cfg, bf16=False))
-    trainer = sft.build_trainer(dataclasses.replace(cfg, bf16=False, use_liger_kernel=False,
-                                                    gradient_checkpointing=False), model, tok,
-                                sft.sft_dataset(_rows(2), "SYS"), tmp_path / "out", disable_tqdm=True)
+    model = load_model(str(standin), dataclasses.replace(cfg, bf16=False))
+    trainer = build_trainer(dataclasses.replace(cfg, bf16=False, use_liger_kernel=False,
+                                                gradient_checkpointing=False), model, tok,
+                            sft_dataset(_rows(2), "SYS"), tmp_path / "out", disable_tqdm=True)
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert trainer.model.config.eos_token_id == im_end and im_end in trainer.model.generation_config.eos_token_id
 
 
 def test_report_to_reaches_the_trainer_args(tmp_path):
-    assert sft.sft_config(_cfg(), tmp_path).report_to in ("none", [], ["none"])
-    assert sft.sft_config(_cfg(report_to="wandb"), tmp_path).report_to == ["wandb"]
+    assert sft_config(_cfg(), tmp_path).report_to in ("none", [], ["none"])
+    assert sft_config(_cfg(report_to="wandb"), tmp_path).report_to == ["wandb"]
     assert load_config("03_sft", "full").report_to == "none"
     with pytest.raises(ConfigError, match="report_to"):
         SFTStageConfig.from_dict({"report_to": "tensorboard"})
@@ -381,8 +397,8 @@ def test_report_to_reaches_the_trainer_args(tmp_path):
 def test_global_batch_is_asserted_and_the_shipped_sizing_gives_512():
     import re
 
-    from falcon_h1r_lib.config import repo_root
     from falcon_h1r_lib.paper_results import paper_table
+    from falcon_h1r_lib.paths import repo_root
 
     full = load_config("03_sft", "full")
     assert full.global_batch_size == int(paper_table("table1_sft_hyperparameters").loc["batch_size", "value"]) == 512
@@ -393,17 +409,17 @@ def test_global_batch_is_asserted_and_the_shipped_sizing_gives_512():
     gpus = int(re.search(r"#SBATCH --gpus-per-node=(\d+)", script).group(1))
     launch = launch_config("full")
     assert (nodes, gpus) == (launch.sft_nodes, launch.processes_per_node)
-    assert sft.check_global_batch(full, nodes * gpus) == 512
+    assert check_global_batch(full, nodes * gpus) == 512
     with pytest.raises(ConfigError, match=r"2 ranks x 1 per device x 2 accumulation = 4, but global_batch_size is 512"):
-        sft.check_global_batch(full, 2)
+        check_global_batch(full, 2)
     rehearsal = load_config("03_sft", "rehearsal")
-    assert sft.check_global_batch(rehearsal, 2) == 4
+    assert check_global_batch(rehearsal, 2) == 4
 
 
 def test_train_sft_fails_on_a_wrong_global_batch_before_loading_the_model(tok, tmp_path, monkeypatch):
     monkeypatch.setenv("FALCON_H1R_ROOT", str(tmp_path))
     with pytest.raises(ConfigError, match="global_batch_size is 8"):
-        sft.train_sft(_cfg(global_batch_size=8), str(tmp_path / "no-model-here"), {"fingerprint": "x"}, tok, _rows(4))
+        train_sft(_cfg(global_batch_size=8), str(tmp_path / "no-model-here"), {"fingerprint": "x"}, tok, _rows(4))
 
 
 def test_mup_check_and_one_learning_rate_per_group(tok, tmp_path):
@@ -412,12 +428,12 @@ def test_mup_check_and_one_learning_rate_per_group(tok, tmp_path):
 
     full = load_config("03_sft", "full")
     with pytest.raises(ConfigError, match="every µP multiplier at 1.0"):
-        sft.check_mup(falcon_h1_config("falcon-h1r-7b"), full)  # the preset's neutral multipliers
-    assert sft.check_mup(standin_config(32, 300), full)["lm_head_multiplier"] == pytest.approx(0.0390625)
-    assert sft.check_mup(falcon_h1_config("tiny"), _cfg()) == {}  # tiny: no µP, not required
-    trainer = sft.build_trainer(_cfg(), _tiny_model(tok), tok, sft.sft_dataset(_rows(2), "SYS"), tmp_path,
-                                disable_tqdm=True)
-    groups = sft.param_group_learning_rates(trainer.create_optimizer())
+        check_mup(falcon_h1_config("falcon-h1r-7b"), full)  # the preset's neutral multipliers
+    assert check_mup(standin_config(32, 300), full)["lm_head_multiplier"] == pytest.approx(0.0390625)
+    assert check_mup(falcon_h1_config("tiny"), _cfg()) == {}  # tiny: no µP, not required
+    trainer = build_trainer(_cfg(), _tiny_model(tok), tok, sft_dataset(_rows(2), "SYS"), tmp_path,
+                            disable_tqdm=True)
+    groups = param_group_learning_rates(trainer.create_optimizer())
     assert {g["learning_rate"] for g in groups} == {3e-3} and len(groups) == 2
     assert sum(g["parameters"] for g in groups) == sum(p.numel() for p in trainer.model.parameters())
 
@@ -426,16 +442,16 @@ def test_rows_are_tokenized_once_for_all_ranks(tok, tmp_path):
     """Rank 0 writes the rows to disk and tokenizes them (TRL: main first); another rank reuses its cache files."""
     rows = _rows(6)
     with pytest.raises(FileNotFoundError):  # a non-main rank never writes: it waits and reads rank 0's copy
-        sft.sft_dataset_on_disk(rows, "SYS", True, tmp_path / "data", _FakeState(main=False))
+        sft_dataset_on_disk(rows, "SYS", True, tmp_path / "data", _FakeState(main=False))
     main = _FakeState(main=True)
-    ds = sft.sft_dataset_on_disk(rows, "SYS", True, tmp_path / "data", main)
+    ds = sft_dataset_on_disk(rows, "SYS", True, tmp_path / "data", main)
     assert main.events == ["first", "done"] and ds.cache_files
-    first = sft.build_trainer(_cfg(), _tiny_model(tok), tok, ds, tmp_path / "a", disable_tqdm=True)
+    first = build_trainer(_cfg(), _tiny_model(tok), tok, ds, tmp_path / "a", disable_tqdm=True)
     files = sorted((tmp_path / "data").rglob("cache-*.arrow"))
     assert files and first.train_dataset.cache_files
     other = _FakeState(main=False)
-    ds2 = sft.sft_dataset_on_disk(rows, "SYS", True, tmp_path / "data", other)
-    second = sft.build_trainer(_cfg(), _tiny_model(tok), tok, ds2, tmp_path / "b", disable_tqdm=True)
+    ds2 = sft_dataset_on_disk(rows, "SYS", True, tmp_path / "data", other)
+    second = build_trainer(_cfg(), _tiny_model(tok), tok, ds2, tmp_path / "b", disable_tqdm=True)
     assert other.events == ["wait", "done"]
     assert sorted((tmp_path / "data").rglob("cache-*.arrow")) == files  # nothing tokenized again
     assert [c["filename"] for c in second.train_dataset.cache_files] == [
@@ -448,13 +464,13 @@ def test_only_the_main_rank_deletes_stale_checkpoints(tmp_path):
     (ckpt / "FINGERPRINT").write_text("old\n")
     other = _FakeState(main=False)
     with pytest.raises(RuntimeError, match="did not stamp"):  # rank 0 has not stamped it: never read another run's
-        pretrain.checkpoint_to_resume(ckpt, "new", other)
+        checkpoint_to_resume(ckpt, "new", other)
     assert (ckpt / "checkpoint-5").is_dir() and other.events == ["wait"]  # waited, deleted nothing
     main = _FakeState(main=True)
-    assert pretrain.checkpoint_to_resume(ckpt, "new", main) is None and main.events == ["first", "done"]
+    assert checkpoint_to_resume(ckpt, "new", main) is None and main.events == ["first", "done"]
     assert not (ckpt / "checkpoint-5").exists() and (ckpt / "FINGERPRINT").read_text() == "new\n"
     (ckpt / "checkpoint-7").mkdir()
-    assert pretrain.checkpoint_to_resume(ckpt, "new", _FakeState(main=False)).endswith("checkpoint-7")
+    assert checkpoint_to_resume(ckpt, "new", _FakeState(main=False)).endswith("checkpoint-7")
 
 
 def test_rehearsal_sft_overrides_only_sizes():
@@ -476,5 +492,49 @@ def test_token_counts_read_arrow_chunks_and_honour_selections():
     from datasets import Dataset
 
     ds = Dataset.from_dict({"labels": [[-100, 1, 2], [-100, -100], [5]]})
-    assert sft.token_counts(ds) == (6, 3)
-    assert sft.token_counts(ds.select([0, 2])) == (4, 3)
+    assert token_counts(ds) == (6, 3)
+    assert token_counts(ds.select([0, 2])) == (4, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# stage inputs: what notebook 02 wrote, never a rebuild
+# --------------------------------------------------------------------------------------------
+
+
+def test_sft_without_notebook_02_names_it_and_rebuilds_nothing(tmp_path, monkeypatch):
+    from falcon_h1r_lib import sft
+    from falcon_h1r_lib.sft.base import tokenizer_path
+    from falcon_h1r_lib.stages import MissingStageOutput
+
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(runs))
+    with pytest.raises(MissingStageOutput, match=r"run notebook notebooks/02_data_curation\.ipynb first"):
+        sft.run(load_config("03_sft", "tiny"))
+    with pytest.raises(MissingStageOutput, match=r"02_data_curation"):
+        tokenizer_path(load_config("03_sft", "tiny"))
+    with pytest.raises(MissingStageOutput, match=r"python -m falcon_h1r_lib\.data --config .*rehearsal"):
+        sft.run(load_config("03_sft", "rehearsal"))
+    assert not list(runs.rglob("02_data_curation")), "SFT must not build notebook 02's outputs"
+
+
+def test_sft_inputs_follow_the_config_notebook_02_recorded(tmp_path, monkeypatch):
+    """Notebook 02 may have run with other parameters than its YAML: SFT trusts its metrics.json record."""
+    from falcon_h1r_lib.data import build, manifests, splits
+    from falcon_h1r_lib.metrics import write_metrics
+    from falcon_h1r_lib.sft.data import eval_prompts_to_exclude, load_sft_rows
+
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path / "runs"))
+    ran = load_config("02_data_curation", "rehearsal", overrides={"seed": 7})
+    assert load_config("02_data_curation", "rehearsal").seed != 7
+    manifests.write_dataset(_rows(3), ran.run_dir() / "sft.parquet", {"name": "sft", "source": {"generator": "test"}})
+    write_metrics(ran, {}, wall_time_s=0.0)
+    seen, real = [], build.load_output
+    monkeypatch.setattr(build, "load_output", lambda cfg, name: seen.append(cfg) or real(cfg, name))
+    rows, reads = load_sft_rows(load_config("03_sft", "rehearsal"))
+    assert [r["id"] for r in rows] == [r["id"] for r in _rows(3)] and seen == [ran]
+    assert reads == [str(build.manifest_path(ran, "sft"))]
+
+    tiny = load_config("02_data_curation", "tiny", overrides={"eval_problems_per_domain": 3})
+    write_metrics(tiny, {}, wall_time_s=0.0)
+    held = eval_prompts_to_exclude(load_config("03_sft", "tiny"))
+    assert held == [p["prompt"] for rows in splits.tiny_eval_sets(3).values() for p in rows] and len(held) == 12

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from falcon_h1r_lib.config import repo_root
+from falcon_h1r_lib.paths import repo_root
 
 FSDP_CONFIG = "falcon_h1r_lib/profiles/accelerate/fsdp.yaml"
 REHEARSAL_SFT = "falcon_h1r_lib/profiles/rehearsal/03_sft.yaml"
@@ -37,12 +37,16 @@ def sft_rows(n: int = 8) -> list[dict]:
 
 
 def write_fixture_rows(profile: str = "rehearsal") -> Path:
-    """Notebook 02's ``sft`` output of ``profile`` (parquet + manifest) from ``sft_rows``, under the runs root."""
+    """Notebook 02's ``sft`` output of ``profile`` (parquet + manifest) from ``sft_rows``, and the ``metrics.json``
+    that records the config 02 ran with (SFT reads both), under the runs root."""
     from falcon_h1r_lib.config import load_config
     from falcon_h1r_lib.data import manifests
+    from falcon_h1r_lib.metrics import write_metrics
 
-    out = load_config("02_data_curation", profile).run_dir() / "sft.parquet"
+    cur = load_config("02_data_curation", profile)
+    out = cur.run_dir() / "sft.parquet"
     manifests.write_dataset(sft_rows(), out, {"name": "sft", "source": {"generator": "tests/test_sft_fsdp.py"}})
+    write_metrics(cur, {"fixture": "tests/test_sft_fsdp.py"}, wall_time_s=0.0)
     return out
 
 
@@ -73,7 +77,7 @@ def test_rehearsal_sft_under_shipped_fsdp_config_saves_loadable_weights(tmp_path
         os.environ.pop("FALCON_H1R_RUNS") if old is None else os.environ.__setitem__("FALCON_H1R_RUNS", old)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", FSDP_CONFIG, "--num_processes", "2",
            "--mixed_precision", "no", "--main_process_port", str(_free_port()),
-           "-m", "falcon_h1r_lib.train.sft", "--config", REHEARSAL_SFT]
+           "-m", "falcon_h1r_lib.sft", "--config", REHEARSAL_SFT]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=repo_root(), env=env, capture_output=True, text=True, timeout=600)
     wall = time.perf_counter() - t0

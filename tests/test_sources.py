@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from falcon_h1r_lib.config import ConfigError, CurationConfig, manifests_dir
-from falcon_h1r_lib.data import curation as K
+from falcon_h1r_lib.config import ConfigError
+from falcon_h1r_lib.configs import CurationConfig
+from falcon_h1r_lib.data import curation, schema
 from falcon_h1r_lib.data import sources as S
+from falcon_h1r_lib.paths import manifests_dir
 
 FULL = manifests_dir() / "full"
 
@@ -203,7 +205,7 @@ def test_each_loader_maps_a_local_file_shaped_like_its_source(name, tmp_path):
     rows, info = S.load_source(spec, profile="full", local_files=files)
     assert rows and info["hub_id"] == spec.hub_id and info["local_files"] == [f"{name}.jsonl"]
     kind = "trace" if spec.role == "sft" else "problem"
-    kept, rep = K.validate_schema(rows, kind)
+    kept, rep = schema.validate_schema(rows, kind)
     assert rep.n_out == len(rows), rep.details["malformed"]
     assert all(r["domain"] == spec.domain and r["family"] == name for r in rows)
 
@@ -250,7 +252,7 @@ def test_loaded_sources_run_through_curation(tmp_path):
         }
     )
     verdicts = lambda row, resp: None  # noqa: E731  our verifier abstains: only source labels decide
-    res = K.run_pipeline(traces + [leaked], evals, cfg, traces=traces + [leaked], verify_fn=verdicts)
+    res = curation.run_pipeline(traces + [leaked], evals, cfg, traces=traces + [leaked], verify_fn=verdicts)
     decon = next(r for r in res.funnel if r.name == "decontaminate")
     assert decon.dropped_by_reason == {"contaminated:exact": 1}
     verify = next(r for r in res.funnel if r.name == "verify")

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from falcon_h1r_lib.config import ConfigError, CurationConfig, manifests_dir, profiles_dir
-from falcon_h1r_lib.data import curation as K
+from falcon_h1r_lib.config import ConfigError
+from falcon_h1r_lib.configs import CurationConfig
+from falcon_h1r_lib.data import schema, sft_rl_split, standins
 from falcon_h1r_lib.data import sources as S
-from falcon_h1r_lib.data import standins
 from falcon_h1r_lib.data.__main__ import main as data_main
+from falcon_h1r_lib.paths import manifests_dir, profiles_dir
 
 FULL = manifests_dir() / "full"
 ROWS = 6
@@ -60,7 +61,7 @@ def test_every_source_loads_in_its_own_schema_at_the_pinned_commit(hub):
         for spec in S.load_source_specs(path):
             rows, info = S.load_source(spec, "rehearsal")
             assert info["revision"] == spec.revision and info["kind"] == "mirror", spec.name
-            kept, rep = K.validate_schema(rows, "trace" if spec.role == "sft" else "problem")
+            kept, rep = schema.validate_schema(rows, "trace" if spec.role == "sft" else "problem")
             assert rows and rep.n_out == len(rows), (spec.name, rep.details["malformed"][:2])
             if spec.role != "sft":  # one row per record; LiveCodeBench reads test6.jsonl only, not test5
                 assert len(rows) == ROWS, spec.name
@@ -169,7 +170,7 @@ def test_full_path_on_standins_writes_rl_problems_disjoint_from_sft(hub, tmp_pat
     metrics = build.run(cfg)
     sft, rl = build.load_output(cfg, "sft"), build.load_output(cfg, "rl_problems")
     assert sft and rl and {r["family"] for r in rl} == {"deepscaler-math"}
-    K.assert_disjoint(sft, rl)
+    sft_rl_split.assert_disjoint(sft, rl)
     rl_funnel = {r["step"]: r for r in metrics["funnel_rl"]}
     assert rl_funnel["rl:dedup_exact"]["dropped"] == 1 and rl_funnel["rl:decontaminate"]["dropped"] == 1
     assert rl_funnel["rl:dedup_vs_sft"]["dropped"] == 1  # the planted cases, each removed once

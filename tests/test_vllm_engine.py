@@ -275,7 +275,7 @@ def test_processor_keeps_its_window_through_preemption(ckpts):
 
 def test_evaluation_pipeline_on_vllm_writes_the_hf_trace_files(ckpts, tmp_path):
     """`backend: vllm` end to end through the one factory (the pipeline starts and closes its engine)."""
-    from falcon_h1r_lib.config import EvaluationConfig
+    from falcon_h1r_lib.configs import EvaluationConfig
     from falcon_h1r_lib.evaluation.pipeline import run
 
     paths = ckpts[0]
@@ -294,7 +294,7 @@ def test_evaluation_pipeline_on_vllm_writes_the_hf_trace_files(ckpts, tmp_path):
 
 
 def test_deepconf_experiment_on_vllm_end_to_end(hybrid, ckpts, tmp_path):
-    from falcon_h1r_lib.config import DeepConfConfig
+    from falcon_h1r_lib.configs import DeepConfConfig
     from falcon_h1r_lib.deepconf.experiment import pool_file, run
 
     paths, tok = ckpts

@@ -12,11 +12,12 @@ import argparse
 import json
 import sys
 
-from falcon_h1r_lib.config import ConfigError, CurationConfig
+from falcon_h1r_lib.config import ConfigError
+from falcon_h1r_lib.configs import CurationConfig
 
 
 def pin_main(argv: list[str]) -> int:
-    from falcon_h1r_lib.data.sources import pin_sources_file, unpinned_sources
+    from falcon_h1r_lib.data.pinning import pin_sources_file, unpinned_sources
 
     parser = argparse.ArgumentParser(prog="python -m falcon_h1r_lib.data pin",
                                      description="Write each source's current commit into its sources file.")

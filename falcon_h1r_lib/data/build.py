@@ -17,9 +17,18 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from falcon_h1r_lib.config import ConfigError, CurationConfig, is_tiny, manifests_dir
-from falcon_h1r_lib.data import curation, manifests, splits
+from falcon_h1r_lib.config import ConfigError, is_tiny
+from falcon_h1r_lib.configs import CurationConfig
+from falcon_h1r_lib.data import manifests, splits
+from falcon_h1r_lib.data.curation import run_pipeline
+from falcon_h1r_lib.data.decontamination import decontaminate
+from falcon_h1r_lib.data.dedup import dedup_exact
+from falcon_h1r_lib.data.funnel import StepReport, funnel_table
+from falcon_h1r_lib.data.mixing import whitespace_token_count
+from falcon_h1r_lib.data.schema import validate_schema
+from falcon_h1r_lib.data.sft_rl_split import assert_disjoint, remove_overlap
 from falcon_h1r_lib.data.tasks import DOMAINS
+from falcon_h1r_lib.paths import manifests_dir
 
 COMMITTED_MANIFESTS = ("sft", "rl_problems", "eval")
 GENERATOR_VERSION = "tasks-1"  # bump when generators or the teacher change what a seed produces
@@ -122,8 +131,8 @@ def _run_tiny(cfg: CurationConfig, out: Path) -> dict[str, Any]:
         return len(tok.encode(text, add_special_tokens=False))
 
     raw = [t for p in problems for t in teacher.rollouts(p, cfg.rollouts_per_problem)]
-    result = curation.run_pipeline(problems, eval_sets, cfg, teacher=teacher, count_tokens=count_tokens)
-    curation.assert_disjoint(result.sft_rows, result.rl_problems)
+    result = run_pipeline(problems, eval_sets, cfg, teacher=teacher, count_tokens=count_tokens)
+    assert_disjoint(result.sft_rows, result.rl_problems)
     source = {"generator": "falcon_h1r_lib.data.tasks", "version": GENERATOR_VERSION, "seed": cfg.seed,
               "teacher": {"style": cfg.teacher_style, "error_rate": cfg.teacher_error_rate,
                           "error_slope": cfg.teacher_error_slope,
@@ -143,7 +152,7 @@ def _run_tiny(cfg: CurationConfig, out: Path) -> dict[str, Any]:
         "raw_traces": _write(raw, out, "raw_traces", cfg, source, [], count_tokens, counter, False),
     }
     return {
-        "funnel": curation.funnel_table(result.funnel),
+        "funnel": funnel_table(result.funnel),
         "rows": {k: m["rows"] for k, m in written.items()},
         "mixture_sft": _mixture(result.sft_rows, count_tokens),
         "target_token_shares": dict(cfg.domain_token_shares),
@@ -162,22 +171,22 @@ def _run_tiny(cfg: CurationConfig, out: Path) -> dict[str, Any]:
 
 
 def curate_rl_sources(rows: list[dict], sft_problems: list[dict], eval_sets: dict[str, list[dict]],
-                      cfg: CurationConfig) -> tuple[list[dict], list[curation.StepReport]]:
+                      cfg: CurationConfig) -> tuple[list[dict], list[StepReport]]:
     """RL problems of the RL sources ([P] §3.1): schema, ``rl_domains``, exact dedup, decontamination against
     the benchmarks, then every problem that shares an id or prompt with the SFT pool removed."""
     funnel = []
-    rows, rep = curation.validate_schema(rows, "problem")
+    rows, rep = validate_schema(rows, "problem")
     funnel.append(dataclasses.replace(rep, name="rl:schema"))
     other = Counter(r["domain"] for r in rows if r["domain"] not in cfg.rl_domains)
     kept = [r for r in rows if r["domain"] in cfg.rl_domains]
-    funnel.append(curation.StepReport("rl:domains", len(rows), len(kept),
-                                      {f"domain:{d}": n for d, n in sorted(other.items())}))
-    rows, rep = curation.dedup_exact(kept)
+    funnel.append(StepReport("rl:domains", len(rows), len(kept),
+                             {f"domain:{d}": n for d, n in sorted(other.items())}))
+    rows, rep = dedup_exact(kept)
     funnel.append(dataclasses.replace(rep, name="rl:dedup_exact"))
-    rows, rep = curation.decontaminate(rows, eval_sets, cfg.decontam_ngram_n, cfg.shingle_n,
-                                       cfg.decontam_boilerplate_frac, cfg.decontam_near_threshold)
+    rows, rep = decontaminate(rows, eval_sets, cfg.decontam_ngram_n, cfg.shingle_n,
+                              cfg.decontam_boilerplate_frac, cfg.decontam_near_threshold)
     funnel.append(dataclasses.replace(rep, name="rl:decontaminate"))
-    rows, rep = curation.remove_overlap(rows, sft_problems, "rl:dedup_vs_sft")
+    rows, rep = remove_overlap(rows, sft_problems, "rl:dedup_vs_sft")
     funnel.append(rep)
     return rows, funnel
 
@@ -199,12 +208,12 @@ def _run_full(cfg: CurationConfig, out: Path) -> tuple[dict[str, Any], list[str]
         eval_infos.append({**info, "rows": len(rows)})
     problems = list({t["id"]: {k: v for k, v in t.items() if k not in ("response", "rollout", "teacher",
                                                                         "source_correct")} for t in traces}.values())
-    result = curation.run_pipeline(problems, eval_sets, cfg, traces=traces)
+    result = run_pipeline(problems, eval_sets, cfg, traces=traces)
     # RL problems: the rl_fraction split (0 in the full profile) plus the RL sources, disjoint from every SFT problem
     rl_from_sources, rl_funnel = curate_rl_sources(rl_rows, [*problems, *result.rl_problems], eval_sets, cfg)
     rl_problems = [*result.rl_problems, *rl_from_sources]
-    curation.assert_disjoint(result.sft_rows, rl_problems)
-    curation.assert_disjoint(problems, rl_from_sources, ("SFT pool", "RL sources"))
+    assert_disjoint(result.sft_rows, rl_problems)
+    assert_disjoint(problems, rl_from_sources, ("SFT pool", "RL sources"))
     source = {"sources": infos}
     rl_source = {"sources": infos + rl_infos}
     written = {
@@ -215,10 +224,10 @@ def _run_full(cfg: CurationConfig, out: Path) -> tuple[dict[str, Any], list[str]
                        {"sources": eval_infos}, [], None, None, False),
     }
     metrics = {
-        "funnel": curation.funnel_table(result.funnel),
-        "funnel_rl": curation.funnel_table(rl_funnel),
+        "funnel": funnel_table(result.funnel),
+        "funnel_rl": funnel_table(rl_funnel),
         "rows": {k: m["rows"] for k, m in written.items()},
-        "mixture_sft": _mixture(result.sft_rows, curation.whitespace_token_count),
+        "mixture_sft": _mixture(result.sft_rows, whitespace_token_count),
         "target_token_shares": dict(cfg.domain_token_shares),
         "difficulty_buckets_sft": dict(Counter(r.get("difficulty_bucket") for r in result.sft_rows)),
         "sources": infos,

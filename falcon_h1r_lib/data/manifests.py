@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from falcon_h1r_lib.config import repo_root, resolve_path
+from falcon_h1r_lib.paths import repo_root, resolve_path
 
 MANIFEST_VERSION = 1
 ABSENT_COLUMN = "_absent_keys"
@@ -192,7 +192,7 @@ def write_dataset(
     """
     from datasets import Dataset
 
-    from falcon_h1r_lib.data.curation import whitespace_token_count
+    from falcon_h1r_lib.data.mixing import whitespace_token_count
 
     if (
         not isinstance(manifest_info, dict)

@@ -6,7 +6,8 @@ files name open stand-ins and say why. Every source carries a pinned ``revision`
 ``load_source`` resolves the revision to one commit, materialises exactly that commit (Hub:
 ``snapshot_download(revision=sha)``; a ``mirror:`` folder of local dataset git repos: ``git archive sha``),
 loads those files and records that sha, so a push between resolving and reading cannot go unrecorded.
-``python -m falcon_h1r_lib.data pin --sources FILE`` writes current commits into a file's ``revision:`` lines.
+``python -m falcon_h1r_lib.data pin --sources FILE`` writes current commits into a file's ``revision:`` lines
+(``data.pinning``); ``data.source_mappers`` turns each source's records into rows.
 
 Mapped rows follow the task-world schema so the same curation pipeline runs on them: problem rows
 ``id, domain, family (= source name), difficulty, prompt, answer`` + domain extras, and, for sources
@@ -20,26 +21,25 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import os
-import random
 import re
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from falcon_h1r_lib.config import ConfigError, is_tiny, repo_relative, resolve_path
+from falcon_h1r_lib.config import ConfigError, is_tiny
+from falcon_h1r_lib.data.source_mappers import MAPPER_FIELDS, MAPPERS
+from falcon_h1r_lib.paths import repo_relative, resolve_path
 
 DOMAINS = ("math", "code", "science", "other")
 ROLES = ("sft", "rl", "eval")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-LETTERS = "ABCDEFGHIJKLMNOP"
 
 
 @dataclass(frozen=True)
@@ -313,263 +313,6 @@ def load_source(
     return rows, info
 
 
-# --------------------------------------------------------------------------------------------
-# Pinning: write current commits into a sources file's revision lines (comments survive)
-# --------------------------------------------------------------------------------------------
-
-_ENTRY = re.compile(r"^(\s*)-\s+name:\s*['\"]?([^'\"#\s]+)")
-_REVISION = re.compile(r"^(\s+revision:\s*)([^#\n]*?)(\s*(#.*)?)$")
-
-
-def set_revisions(text: str, revisions: dict[str, str], where: str = "<text>") -> str:
-    """``text`` with the ``revision:`` value of each named source replaced (block-style entries only; the
-    comment and every other line kept byte for byte). Raises naming ``where`` and the source if not found."""
-    lines = text.splitlines(keepends=True)
-    starts = [(i, m.group(2), len(m.group(1))) for i, line in enumerate(lines) if (m := _ENTRY.match(line))]
-    done = set()
-    for n, (i, name, indent) in enumerate(starts):
-        if name not in revisions:
-            continue
-        end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
-        for j in range(i + 1, end):
-            m = _REVISION.match(lines[j].rstrip("\n"))
-            if m and len(m.group(1)) - len(m.group(1).lstrip()) > indent:
-                nl = "\n" if lines[j].endswith("\n") else ""
-                lines[j] = f'{m.group(1)}"{revisions[name]}"{m.group(3)}{nl}'
-                done.add(name)
-                break
-    missing = sorted(set(revisions) - done)
-    if missing:
-        raise ConfigError(f"{where}: no block-style 'revision:' line found for source(s) {missing}")
-    return "".join(lines)
-
-
-def pin_sources_file(path: str | os.PathLike, update: bool = False) -> dict[str, dict[str, str | None]]:
-    """Resolve each unpinned source's current commit (the branch its ``revision`` names, else the default branch)
-    and write it into ``path``; a pinned source keeps its commit unless ``update`` (then it moves to the default
-    branch's head). Returns ``{name: {"old": ..., "new": sha}}``."""
-    path = resolve_path(path)
-    specs = load_source_specs(path)
-    def current(spec: SourceSpec) -> str:
-        try:
-            return resolve_revision(dataclasses.replace(spec, revision=None if spec.pinned else spec.revision))
-        except ConfigError:
-            raise
-        except Exception as err:  # network, gated repo, offline mode: name the file and the source
-            raise ConfigError(f"{path}: source {spec.name!r} ({spec.hub_id}): cannot resolve its commit: "
-                              f"{type(err).__name__}: {err}") from err
-
-    new = {s.name: s.revision if s.pinned and not update else current(s) for s in specs}
-    path.write_text(set_revisions(path.read_text(), new, str(path)))
-    pinned = {s.name: s.revision for s in load_source_specs(path)}
-    if pinned != new:  # the YAML must read back as written
-        raise ConfigError(f"{path}: pinned revisions read back as {pinned}, expected {new}")
-    return {s.name: {"old": s.revision, "new": new[s.name]} for s in specs}
-
-
-def unpinned_sources(path: str | os.PathLike) -> list[str]:
-    """Names of the sources in ``path`` whose revision is not a commit hash (no network)."""
-    return [s.name for s in load_source_specs(path) if not s.pinned]
-
-
-# --------------------------------------------------------------------------------------------
-# Mappers: one per source shape. Each reads the source columns named in ``spec.fields``.
-# --------------------------------------------------------------------------------------------
-
-
-def _base(spec: SourceSpec, rec: dict, i: int) -> dict[str, Any]:
-    f = spec.fields
-    rid = rec[f["id"]] if "id" in f else i
-    return {"id": f"{spec.name}-{rid}", "domain": spec.domain, "family": spec.name, "difficulty": None}
-
-
-def _difficulty(spec: SourceSpec, rec: dict) -> int | None:
-    col = spec.fields.get("difficulty")
-    v = rec.get(col) if col else None
-    return v if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 5 else None
-
-
-def map_problem(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
-    """Question + short answer (AIME, HMMT, AMO-Bench, MATH500, RL math pools)."""
-    f = spec.fields
-    return [
-        {
-            **_base(spec, rec, i),
-            "difficulty": _difficulty(spec, rec),
-            "prompt": str(rec[f["prompt"]]),
-            "answer": str(rec[f["answer"]]),
-        }
-    ]
-
-
-def _traces(
-    spec: SourceSpec, problem: dict, responses: Sequence[str], correct: Sequence[bool | None] | None
-) -> list[dict]:
-    out = []
-    for k, resp in enumerate(responses):
-        verdict = correct[k] if correct is not None and k < len(correct) else None
-        if verdict is None and spec.keep_unverified:
-            verdict = True
-        out.append(
-            {
-                **problem,
-                "response": resp,
-                "rollout": k,
-                "teacher": spec.teacher or "unknown",
-                "source_correct": verdict,
-            }
-        )
-    return out
-
-
-def map_openr1_math(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
-    """OpenR1-Math: one problem, several R1 generations with per-generation math-verify flags."""
-    f = spec.fields
-    problem = map_problem(spec, rec, i)[0]
-    flags = rec.get(f.get("correct", ""), None)
-    return _traces(spec, problem, list(rec[f["responses"]]), list(flags) if flags is not None else None)
-
-
-def _io_tests(pairs: Any) -> list[dict[str, str]]:
-    if isinstance(pairs, str):
-        pairs = json.loads(pairs)
-    return [{"input": str(p["input"]), "output": str(p["output"])} for p in pairs or []]
-
-
-def map_codeforces_cots(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
-    """codeforces-cots: one prompt, one R1 generation, public examples as stdin/stdout tests."""
-    f = spec.fields
-    problem = {
-        **_base(spec, rec, i),
-        "prompt": rec[f["prompt"]],
-        "answer": "",
-        "tests": _io_tests(rec[f["tests"]]),
-        "entry_point": None,
-    }
-    return _traces(spec, problem, [rec[f["response"]]], None)
-
-
-def _turns(messages: Any) -> list[tuple[str, str]]:
-    """(role, text) pairs from role/content or from/value message lists."""
-    out = []
-    for m in messages:
-        role = m.get("role", m.get("from"))
-        text = m.get("content", m.get("value"))
-        out.append(({"human": "user", "gpt": "assistant"}.get(role, role), text))
-    return out
-
-
-def map_chat_traces(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
-    """Chat datasets with reasoning traces: prompt = last user turn, response = final assistant turn
-    (earlier turns are dropped, as [P] §2.1 supervises only the last turn). Domain extras come empty:
-    these sources carry no labels, so they pass verification only with ``keep_unverified``."""
-    f = spec.fields
-    if "messages" in f:
-        msgs = rec[f["messages"]]
-        turns = [("user", msgs)] if isinstance(msgs, str) else _turns(msgs)
-    else:
-        turns = [("user", rec[f["prompt"]])]
-    if "response" in f:  # the final assistant turn lives in its own column
-        turns.append(("assistant", rec[f["response"]]))
-    users = [t for r, t in turns if r == "user"]
-    answers = [t for r, t in turns if r == "assistant"]
-    if not users or not answers:
-        return []
-    problem = {**_base(spec, rec, i), "prompt": users[-1], "answer": ""}
-    if spec.domain == "science":
-        problem["choices"] = {}
-    elif spec.domain == "other":
-        problem["rules"] = []
-    return _traces(spec, problem, [answers[-1]], None)
-
-
-def map_gpqa(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
-    """GPQA: the correct and three incorrect answers, shuffled into A-D by a per-question seeded RNG."""
-    f = spec.fields
-    options = [rec[f["correct"]], *(rec[c] for c in f["incorrect"].split(","))]
-    order = list(range(len(options)))
-    random.Random(f"gpqa|{rec[f['id']]}").shuffle(order)
-    choices = {LETTERS[j]: str(options[o]).strip() for j, o in enumerate(order)}
-    answer = LETTERS[order.index(0)]
-    listing = "\n".join(f"{k}) {v}" for k, v in choices.items())
-    return [
-        {
-            **_base(spec, rec, i),
-            "prompt": f"{str(rec[f['prompt']]).strip()}\n\n{listing}",
-            "answer": answer,
-            "choices": choices,
-        }
-    ]
-
-
-def map_mcq_options(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
-    """MMLU-Pro: an options list (up to 10) and the answer letter."""
-    f = spec.fields
-    choices = {LETTERS[j]: str(o) for j, o in enumerate(rec[f["options"]])}
-    listing = "\n".join(f"{k}) {v}" for k, v in choices.items())
-    return [
-        {
-            **_base(spec, rec, i),
-            "prompt": f"{rec[f['prompt']]}\n\n{listing}",
-            "answer": str(rec[f["answer"]]),
-            "choices": choices,
-        }
-    ]
-
-
-def map_livecodebench(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
-    """LiveCodeBench: public tests only (JSON). The private tests are zlib+pickle-encoded; we do not
-    unpickle downloaded data, so full-profile LCB scores here use public tests (say so in tables)."""
-    f = spec.fields
-    meta = rec.get(f.get("metadata", ""), None) or "{}"
-    meta = json.loads(meta) if isinstance(meta, str) else meta
-    starter = rec.get(f.get("starter_code", ""), "") or ""
-    prompt = rec[f["prompt"]] + (f"\n\nStarter code:\n```python\n{starter}\n```" if starter else "")
-    return [
-        {
-            **_base(spec, rec, i),
-            "prompt": prompt,
-            "answer": "",
-            "tests": _io_tests(rec[f["tests"]]),
-            "entry_point": meta.get("func_name") or None,
-            "starter_code": starter,
-        }
-    ]
-
-
-def map_ifbench(spec: SourceSpec, rec: dict, i: int) -> list[dict]:
-    """IFBench: the prompt and its verifiable constraints (instruction ids + their kwargs) as ``rules``."""
-    f = spec.fields
-    ids, kwargs = rec[f["instruction_ids"]], rec[f["kwargs"]]
-    rules = [
-        {"instruction_id": iid, "kwargs": {k: v for k, v in (kw or {}).items() if v is not None}}
-        for iid, kw in zip(ids, kwargs, strict=True)
-    ]
-    return [{**_base(spec, rec, i), "prompt": rec[f["prompt"]], "answer": "", "rules": rules}]
-
-
-MAPPERS: dict[str, Callable[[SourceSpec, dict, int], list[dict]]] = {
-    "problem": map_problem,
-    "openr1_math": map_openr1_math,
-    "codeforces_cots": map_codeforces_cots,
-    "chat_traces": map_chat_traces,
-    "gpqa": map_gpqa,
-    "mcq_options": map_mcq_options,
-    "livecodebench": map_livecodebench,
-    "ifbench": map_ifbench,
-}
-MAPPER_FIELDS: dict[str, tuple[str, ...]] = {  # source columns each mapper must be told about
-    "problem": ("prompt", "answer"),
-    "openr1_math": ("id", "prompt", "answer", "responses"),
-    "codeforces_cots": ("id", "prompt", "response", "tests"),
-    "chat_traces": (),
-    "gpqa": ("id", "prompt", "correct", "incorrect"),
-    "mcq_options": ("id", "prompt", "options", "answer"),
-    "livecodebench": ("id", "prompt", "tests"),
-    "ifbench": ("id", "prompt", "instruction_ids", "kwargs"),
-}
-
-
 def load_sources(
     specs: Sequence[SourceSpec],
     profile: str = "full",
@@ -593,7 +336,7 @@ def eval_sets_from_sources(
     local_files: dict[str, Any] | None = None,
     limit: int | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Benchmarks (role "eval") as ``{name: problems}``, the input of ``curation.decontaminate``."""
+    """Benchmarks (role "eval") as ``{name: problems}``, the input of ``decontamination.decontaminate``."""
     out = {}
     for spec in specs:
         if spec.role != "eval":

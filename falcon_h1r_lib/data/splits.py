@@ -40,7 +40,7 @@ def tiny_eval_problems(
     Seed = ``seed_base`` (>= TINY_EVAL_SEED_BASE); asking for a larger ``n`` extends the same list.
     """
     from falcon_h1r_lib.data import tasks
-    from falcon_h1r_lib.data.curation import normalize_prompt
+    from falcon_h1r_lib.data.text import normalize_prompt
 
     if seed_base < TINY_EVAL_SEED_BASE:
         raise ValueError(f"eval seed_base {seed_base} must be >= TINY_EVAL_SEED_BASE {TINY_EVAL_SEED_BASE}")

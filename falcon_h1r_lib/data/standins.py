@@ -27,11 +27,11 @@ from typing import Any
 
 import yaml
 
-from falcon_h1r_lib.config import manifests_dir, resolve_path
 from falcon_h1r_lib.data import splits, tasks
-from falcon_h1r_lib.data.curation import normalize_prompt
 from falcon_h1r_lib.data.sources import SourceSpec, load_source_specs
 from falcon_h1r_lib.data.teacher import Teacher
+from falcon_h1r_lib.data.text import normalize_prompt
+from falcon_h1r_lib.paths import manifests_dir, resolve_path
 
 SOURCE_FILES = ("sft_sources", "rl_sources", "eval_benchmarks")  # data_manifests/full/<name>.yaml
 # planted cases (source, row index, source whose row 3 it copies): what curation must find and remove

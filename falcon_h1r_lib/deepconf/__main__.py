@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from falcon_h1r_lib.cli import model_run_parser, parse_models, parse_overrides
-from falcon_h1r_lib.config import DeepConfConfig
+from falcon_h1r_lib.configs import DeepConfConfig
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from falcon_h1r_lib.config import ConfigError, DeepConfConfig, resolve_path
+from falcon_h1r_lib.config import ConfigError
+from falcon_h1r_lib.configs import DeepConfConfig
 from falcon_h1r_lib.deepconf.confidence import SCORE_NAMES, token_confidence, trace_name, trace_scores
 from falcon_h1r_lib.deepconf.offline import (
     NO_ANSWER,
@@ -33,6 +34,7 @@ from falcon_h1r_lib.deepconf.offline import (
     weighted_vote,
 )
 from falcon_h1r_lib.deepconf.online import OnlineSettings, OnlineTrace, replay_online, run_online_live
+from falcon_h1r_lib.paths import resolve_path
 
 PASS1, MAJORITY = "pass@1", "majority"
 TABLE7_COLUMNS = {"AIME24": "AIME24", "AIME25": "AIME25", "GPQA-Diamond": "GPQA-Diamond", "AMO-Bench": "AMO-Bench-39"}

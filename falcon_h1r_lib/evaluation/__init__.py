@@ -20,6 +20,15 @@ from falcon_h1r_lib.evaluation.metrics import (
 from falcon_h1r_lib.evaluation.tables import paper_vs_ours, results_records, to_markdown, write_table
 
 
+def stage_config(profile: str, **overrides):
+    """Notebook 05's ``EvaluationConfig`` for ``profile`` (backend, sampling, vLLM settings, sources file, pinning)
+    with ``overrides`` laid over it and validated: the one way another stage (SFT's base-vs-SFT check, RL's
+    SFT-vs-RL check) builds its evaluation settings, so they can never drift from notebook 05's."""
+    from falcon_h1r_lib.config import load_config
+
+    return load_config("05_evaluation", profile, overrides=overrides)
+
+
 def run(cfg, models=None, out_dir=None, backends=None):
     """See ``pipeline.run``: evaluate models on ``cfg.benchmarks``, write traces, metrics.json and tables."""
     from falcon_h1r_lib.evaluation.pipeline import run as _run
@@ -30,5 +39,5 @@ def run(cfg, models=None, out_dir=None, backends=None):
 __all__ = [
     "BENCHMARKS", "Benchmark", "Grade", "Vote", "benchmark_names", "bootstrap_ci", "completion_text",
     "get_benchmark", "grade", "grade_all", "maj_at_k", "mean_pass_at_1", "paired_difference", "paper_vs_ours", "pass_at_k",
-    "problem_table", "results_records", "run", "summarize", "to_markdown", "ungradable_reason", "write_table",
+    "problem_table", "results_records", "run", "stage_config", "summarize", "to_markdown", "ungradable_reason", "write_table",
 ]

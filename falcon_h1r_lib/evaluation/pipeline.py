@@ -16,13 +16,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from falcon_h1r_lib.config import ConfigError, EvaluationConfig, repo_relative, resolve_path
+from falcon_h1r_lib.config import ConfigError
+from falcon_h1r_lib.configs import EvaluationConfig
 from falcon_h1r_lib.evaluation.benchmarks import Benchmark, get_benchmark
 from falcon_h1r_lib.evaluation.grading import grade_all
 from falcon_h1r_lib.evaluation.metrics import summarize
 from falcon_h1r_lib.evaluation.tables import RESULTS_TABLES, paper_vs_ours, results_records, write_table
 from falcon_h1r_lib.metrics import Stopwatch, git_commit, package_versions
 from falcon_h1r_lib.models.identity import weights_fingerprint
+from falcon_h1r_lib.paths import repo_relative, resolve_path
 
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
 

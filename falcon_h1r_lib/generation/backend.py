@@ -7,14 +7,13 @@ close it (`with backend:` / `backend.close()`) before the next one starts, so on
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from falcon_h1r_lib.config import resolve_path
+from falcon_h1r_lib.paths import resolve_path
 
 BACKENDS = ("hf", "vllm")
 

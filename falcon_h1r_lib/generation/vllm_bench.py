@@ -48,8 +48,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from falcon_h1r_lib.config import repo_relative, resolve_path
 from falcon_h1r_lib.generation.sampling import GenerationRequest, SamplingConfig, request_seed
+from falcon_h1r_lib.paths import repo_relative, resolve_path
 
 SCHEMA_VERSION = 1
 FIG8_BATCHES = (16, 64, 128)  # paper Fig. 8: batch 2-128
@@ -512,7 +512,7 @@ def tiny_workloads(tokenizer, max_problems: int | None = None, names: Sequence[s
     if max_problems is not None and max_problems < 1:
         raise ValueError(f"max_problems must be >= 1 or None, got {max_problems}")
     out = []
-    if "03_sft_eval" in names:  # train.sft.evaluate_base_and_sft: notebook 05's protocol on eval_problems
+    if "03_sft_eval" in names:  # sft.report.evaluate_base_and_sft: notebook 05's protocol on eval_problems
         sft, ev = load_config("03_sft", "tiny"), load_config("05_evaluation", "tiny")
         bench = get_benchmark(next(iter(sft.eval_problems)), "tiny")
         out.append(Workload("03_sft_eval", "profiles/tiny/03_sft.yaml eval_problems", _eval_requests(
@@ -527,7 +527,7 @@ def tiny_workloads(tokenizer, max_problems: int | None = None, names: Sequence[s
         out.append(Workload("05_evaluation", "profiles/tiny/05_evaluation.yaml", requests, bench.sampling(
             seed=ev.seed, logprobs_topk=ev.logprobs_topk, n=ev.samples_per_problem,
             max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, top_p=ev.top_p), ev.batch_size))
-    if "04_rl_filter" in names:  # train.rl_data.rollout_outcomes on the generated part of the RL pool
+    if "04_rl_filter" in names:  # rl.data.rollout_outcomes on the generated part of the RL pool
         rl = load_config("04_rl", "tiny")
         pool = [p for d in rl.domains for p in splits.tiny_train_problems(
             d, rl.extra_problems_per_domain, splits.train_seed(rl.extra_problems_seed))
@@ -538,7 +538,7 @@ def tiny_workloads(tokenizer, max_problems: int | None = None, names: Sequence[s
             chat_request(p["id"], p["prompt"], tokenizer, system) for p in pool[:cap]), SamplingConfig(
             n=rl.filter_rollouts, temperature=rl.filter_temperature, top_p=rl.filter_top_p,
             max_new_tokens=rl.filter_max_new_tokens, seed=rl.seed, logprobs_topk=0),
-            256))  # train.rl.filter_backend's HFBackend batch_size
+            256))  # rl.stage.filter_backend's HFBackend batch_size
     if "06_deepconf_pools" in names:  # deepconf.experiment.generate_pool
         dc = load_config("06_deepconf_scaling", "tiny")
         system = _system_prompt(dc.system_prompt)
@@ -592,7 +592,7 @@ def run_session(backend: str, model_path: str | os.PathLike, threads: int, names
         from falcon_h1r_lib.generation.hf_backend import HFBackend
         from falcon_h1r_lib.kernels import patch_falcon_h1
 
-        patch_falcon_h1()  # as the tiny stages sample on CPU (train.sft, train.rl)
+        patch_falcon_h1()  # as the tiny stages sample on CPU (sft, rl)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
         def make(w: Workload):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from falcon_h1r_lib.config import resolve_path
+from falcon_h1r_lib.paths import resolve_path
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 FULL_HASH_MAX_BYTES = 256 * 1024**2  # larger shards (7B checkpoints) are identified by size and mtime instead

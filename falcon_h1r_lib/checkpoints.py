@@ -1,0 +1,72 @@
+"""Where a training stage resumes from and what it leaves behind: the checkpoint folder stamped with the run's
+fingerprint (resume only the same run, delete another's), the finished model's ``stage_info.json`` (skip a done
+stage) and the final save (gathered from FSDP shards). Shared by tiny pretraining, SFT and RL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+STAGE_INFO = "stage_info.json"  # written beside a finished model: config hash, wall time, loss log
+
+
+def read_stage_info(model_dir: Path) -> dict[str, Any] | None:
+    """The ``stage_info.json`` of a finished model in ``model_dir``; None when the model or the record is missing."""
+    path = Path(model_dir) / STAGE_INFO
+    if not path.exists() or not (Path(model_dir) / "config.json").exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def write_stage_info(model_dir: Path, info: Mapping[str, Any]) -> None:
+    """Write ``stage_info.json`` atomically (last, so its presence means the model is complete)."""
+    path = Path(model_dir) / STAGE_INFO
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(info), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def checkpoint_to_resume(ckpt_dir: Path, fingerprint: str, state=None) -> str | None:
+    """The last checkpoint in ``ckpt_dir`` if it was written for ``fingerprint``; checkpoints of another
+    configuration are deleted (resuming them would silently mix two runs).
+
+    Under ``accelerate launch`` only the main process deletes and stamps; the others wait at a barrier
+    (``state.main_process_first``, default ``PartialState()``) and read the folder after it.
+    """
+    import shutil
+
+    from accelerate import PartialState
+    from transformers.trainer_utils import get_last_checkpoint
+
+    state = PartialState() if state is None else state
+    ckpt_dir = Path(ckpt_dir)
+    stamp = ckpt_dir / "FINGERPRINT"
+    with state.main_process_first():
+        if state.is_main_process:
+            if ckpt_dir.is_dir() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
+                shutil.rmtree(ckpt_dir)
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(fingerprint + "\n")
+        elif not stamp.exists() or stamp.read_text().strip() != fingerprint:
+            raise RuntimeError(f"{stamp}: the main process did not stamp the checkpoints for {fingerprint}")
+        return get_last_checkpoint(str(ckpt_dir))
+
+
+def save_final_model(trainer, out_dir: Path) -> None:
+    """Save the trained model as plain safetensors in ``out_dir``. Under FSDP with ``SHARDED_STATE_DICT``
+    ``trainer.save_model`` writes only shards, so the full state dict is gathered to rank 0 (a collective: every
+    rank calls this) and saved there."""
+    if not getattr(trainer, "is_fsdp_enabled", False):
+        trainer.save_model(str(out_dir))
+        return
+    acc = trainer.accelerator
+    state_dict = acc.get_state_dict(trainer.model)  # full, on CPU, rank 0 only
+    if acc.is_main_process:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        acc.unwrap_model(trainer.model).save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+    acc.wait_for_everyone()
+
+
+__all__ = ["STAGE_INFO", "checkpoint_to_resume", "read_stage_info", "save_final_model", "write_stage_info"]

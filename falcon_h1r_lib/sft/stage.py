@@ -1,0 +1,122 @@
+"""The SFT stage end to end: what the SFT model depends on (its fingerprint), training with resume and skip, and
+``run(cfg)``, which reads notebook 02's files, gets the base model, trains and writes ``metrics.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from falcon_h1r_lib import stages
+from falcon_h1r_lib.config import ConfigError
+from falcon_h1r_lib.configs import SFTStageConfig
+from falcon_h1r_lib.sft.loss import LOSS_VERSION
+
+
+def sft_fingerprint(cfg: SFTStageConfig, base_info: Mapping[str, Any]) -> str:
+    """What the SFT model depends on (config minus the evaluation keys, the base model, the loss code)."""
+    keys = {k: v for k, v in cfg.to_dict().items() if not k.startswith("eval_")}
+    blob = json.dumps({"cfg": keys, "base": base_info.get("fingerprint") or base_info.get("source"),
+                       "loss": LOSS_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def train_sft(cfg: SFTStageConfig, base_path: str, base_info: Mapping[str, Any], tokenizer, rows,
+              callbacks=(), **overrides) -> dict[str, Any]:
+    """SFT from ``base_path`` on ``rows``; saves ``sft/`` (model + tokenizer); skipped when already done."""
+    from accelerate import PartialState
+
+    from falcon_h1r_lib.checkpoints import (
+        checkpoint_to_resume,
+        read_stage_info,
+        save_final_model,
+        write_stage_info,
+    )
+    from falcon_h1r_lib.kernels import patch_falcon_h1
+    from falcon_h1r_lib.metrics import Stopwatch
+    from falcon_h1r_lib.progress import loss_log
+    from falcon_h1r_lib.sft.base import check_global_batch, check_mup, load_model, param_group_learning_rates
+    from falcon_h1r_lib.sft.data import sft_dataset_on_disk, system_prompt, token_counts
+    from falcon_h1r_lib.sft.trainer import build_trainer
+
+    def out(key: str) -> Path:
+        return stages.output_path(cfg.STAGE, key, cfg.profile)
+
+    fingerprint = sft_fingerprint(cfg, base_info)
+    info = read_stage_info(out("sft"))
+    if info is not None and info.get("fingerprint") == fingerprint and not overrides:
+        return {**info, "skipped": True}
+    state = PartialState()
+    global_batch = check_global_batch(cfg, state.num_processes, overrides.get("per_device_train_batch_size"),
+                                      overrides.get("gradient_accumulation_steps"))  # before loading a 7B model
+    clock = Stopwatch()
+    patch_falcon_h1()
+    model = load_model(base_path, cfg)
+    mup = check_mup(model.config, cfg)
+    dataset = sft_dataset_on_disk(rows, system_prompt(cfg), cfg.difficulty_weighting, out("data"), state)
+    trainer = build_trainer(cfg, model, tokenizer, dataset, out("checkpoints"), callbacks, **overrides)
+    last = checkpoint_to_resume(out("checkpoints"), fingerprint, state)
+    trainer.train(resume_from_checkpoint=last)
+    save_final_model(trainer, out("sft"))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(out("sft"))
+    tokens, supervised = token_counts(trainer.train_dataset)
+    info = {
+        "fingerprint": fingerprint,
+        "wall_time_s": round(clock.seconds(), 3),
+        "resumed_from": Path(last).name if last else None,
+        "steps": int(trainer.state.global_step),
+        "epochs": float(trainer.state.epoch or 0.0),
+        "rows": len(rows),
+        "supervised_tokens_per_epoch": supervised,
+        "tokens_per_epoch": tokens,
+        "global_batch": global_batch,
+        "world_size": int(trainer.args.world_size),
+        "mup_multipliers": mup,
+        "param_groups": param_group_learning_rates(trainer.optimizer),
+        "loss_log": loss_log(trainer.state.log_history),
+    }
+    if trainer.is_world_process_zero():
+        write_stage_info(out("sft"), info)
+    return {**info, "skipped": False}
+
+
+def run(cfg: SFTStageConfig) -> dict[str, Any]:
+    """Base model then SFT; writes ``runs/<profile>/03_sft/{base,sft}`` and ``metrics.json`` (training part).
+
+    Reads notebook 02's ``sft`` rows and (tiny) tokenizer as 02 wrote them; raises MissingStageOutput naming
+    notebook 02 when they are not there. ``report.evaluate_base_and_sft`` adds the accuracies to the same record.
+    """
+    from falcon_h1r_lib.metrics import Stopwatch, read_metrics, write_metrics
+    from falcon_h1r_lib.sft.base import load_base, load_sft_tokenizer, tokenizer_path
+    from falcon_h1r_lib.sft.data import eval_prompts_to_exclude, load_sft_rows
+
+    clock = Stopwatch()
+    rows, reads = load_sft_rows(cfg)
+    tokenizer = load_sft_tokenizer(cfg)
+    base_path, base_info = load_base(cfg, tokenizer, eval_prompts_to_exclude(cfg))
+    sft_info = train_sft(cfg, base_path, base_info, tokenizer, rows)
+    metrics: dict[str, Any] = {
+        "base_model": base_path,
+        "sft_model": str(stages.output_path(cfg.STAGE, "sft", cfg.profile)),
+        "pretrain": base_info,
+        "sft": sft_info,
+        "wall_time_s": {"pretrain": base_info.get("wall_time_s"), "sft": sft_info["wall_time_s"]},
+    }
+    try:  # keep an evaluation already recorded for these very models
+        old = read_metrics(cfg.STAGE, cfg.profile)["metrics"]
+        if old.get("sft", {}).get("fingerprint") == sft_info["fingerprint"] and "evaluation" in old:
+            metrics["evaluation"] = old["evaluation"]
+            metrics.update({k: old[k] for k in ("base_accuracy", "sft_accuracy", "base_accuracy_ci", "sft_accuracy_ci",
+                                                "eval_counts", "eval_wall_time_s") if k in old})
+    except (ConfigError, KeyError):
+        pass
+    if int(os.environ.get("RANK", "0")) == 0:  # one writer under accelerate launch
+        write_metrics(cfg, metrics, wall_time_s=clock.seconds(), reads=reads + [tokenizer_path(cfg)])
+    return metrics
+
+
+__all__ = ["run", "sft_fingerprint", "train_sft"]
