@@ -11,9 +11,9 @@ Every stage is importable and launchable the same way: ``falcon_h1r_lib.<package
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from falcon_h1r_lib.config import STAGE_CONFIGS, ConfigError, StageConfig
 from falcon_h1r_lib.paths import notebooks_dir, repo_relative, stage_dir
@@ -66,6 +66,7 @@ STAGES: tuple[Stage, ...] = (
         "rl": "rl",  # the RL policy + tokenizer ([P] §4)
         "checkpoints": "checkpoints",
         "train_log": "train_log.jsonl",  # one line per logging step (Fig. 6 curves)
+        "filter": "rl_filter_rollouts.parquet",  # the Fig. 9 filter: each pool problem's k outcomes and decision
         "eval": "eval",  # SFT-vs-RL evaluation traces
     }),
     Stage("05_evaluation", "evaluation", {**_METRICS}),

@@ -44,6 +44,12 @@ FALCON_SYSTEM_PROMPT = (
 TINY_SYSTEM_PROMPT = "Think inside <think> </think>, then answer."
 
 PAD_TOKEN = "<|pad|>"
+
+
+def system_turn(system_prompt: str | None) -> str:
+    """The system turn a stage's ``system_prompt`` parameter stands for: the text itself, or
+    ``FALCON_SYSTEM_PROMPT`` ([P] §3.4) for ``None`` (the full profile's setting in notebooks 03, 04 and 06)."""
+    return FALCON_SYSTEM_PROMPT if system_prompt is None else system_prompt
 ENDOFTEXT_TOKEN = "<|endoftext|>"  # document separator for tiny-base pretraining; also the bos token
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"  # end of a ChatML turn = eos

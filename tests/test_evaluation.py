@@ -273,6 +273,25 @@ def test_tiny_benchmarks_are_the_decontaminated_held_out_sets():
         get_benchmark("tiny-math", "tiny").load_problems(cap + 1)
 
 
+def test_tiny_benchmark_cap_follows_notebook_02s_recorded_config(monkeypatch, tmp_path):
+    """Once notebook 02 has run, the cap is what it decontaminated against, not what its YAML says."""
+    import dataclasses
+    import json
+
+    from falcon_h1r_lib.evaluation.benchmarks import tiny_eval_size
+
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    yaml_cap = C.load_config("02_data_curation", "tiny").eval_problems_per_domain
+    assert tiny_eval_size() == yaml_cap  # not run yet: the YAML is the plan
+    ran = dataclasses.replace(C.load_config("02_data_curation", "tiny"), eval_problems_per_domain=7)
+    (tmp_path / "tiny" / "02_data_curation").mkdir(parents=True)
+    (tmp_path / "tiny" / "02_data_curation" / "metrics.json").write_text(json.dumps({"config": ran.to_dict()}))
+    assert tiny_eval_size() == 7 != yaml_cap
+    assert len(get_benchmark("tiny-math", "tiny").load_problems(7)) == 7
+    with pytest.raises(C.ConfigError, match="only the first 7"):
+        get_benchmark("tiny-math", "tiny").load_problems(8)
+
+
 def test_full_benchmarks_follow_paper_table9():
     from falcon_h1r_lib.data.sources import load_source_specs
 

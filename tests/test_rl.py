@@ -30,7 +30,7 @@ from falcon_h1r_lib.rl.backfill import (
 from falcon_h1r_lib.rl.rewards import RLVRReward, combine, completion_text
 from falcon_h1r_lib.rl.trainer import FalconGRPOTrainer, positive_ce_loss
 from falcon_h1r_lib.stages import MissingStageOutput
-from falcon_h1r_lib.tokenizer import TINY_SYSTEM_PROMPT
+from falcon_h1r_lib.tokenizer import FALCON_SYSTEM_PROMPT, TINY_SYSTEM_PROMPT
 
 GOOD = "<think>\n2+2=4\n</think>\n\n\\boxed{4}"
 WRONG = "<think>\n2+2=5\n</think>\n\n\\boxed{5}"
@@ -473,7 +473,7 @@ def test_evaluation_config_keeps_the_profiles_evaluation_settings():
         e05.allow_unpinned, e05.eval_sources_file, e05.local_files)
     assert (ecfg.backend, ecfg.dtype, ecfg.benchmarks) == ("vllm", e05.dtype, tuple(full.eval_benchmarks))
     assert (ecfg.max_problems, ecfg.samples_per_problem, ecfg.seed) == (1000, 16, full.seed)
-    assert ecfg.system_prompt == rl_data.system_prompt(full)
+    assert ecfg.system_prompt == FALCON_SYSTEM_PROMPT and full.system_prompt is None
     tiny = RLStageConfig()  # the tiny comparison is unchanged (its notebook reuses the same traces)
     assert report.evaluation_config(tiny) == EvaluationConfig(
         profile="tiny", seed=0, benchmarks=("tiny-math",), max_problems=50, samples_per_problem=16,
@@ -484,7 +484,7 @@ def test_rehearsal_rl_profile_is_full_at_cpu_size():
     reh, full = load_config("04_rl", "rehearsal"), load_config("04_rl", "full")
     assert reh.use_vllm and reh.vllm_mode == "colocate" and reh.backfill and reh.aux_ce_coef == full.aux_ce_coef
     assert stage.batch_plan(reh, 2)["per_device_batch"] == 1 and per_rank_cache_size(reh.cache_size, 2) == 1
-    assert reh.sft_model_path == "runs/rehearsal/03_sft/sft"
+    assert reh.sft_model_path == ""  # the rehearsal's own stage-03 output
     assert full.vllm_max_model_length > full.max_completion_length and full.report_to == "none"
 
 

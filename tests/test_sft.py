@@ -484,7 +484,7 @@ def test_rehearsal_sft_overrides_only_sizes():
     assert own["profile"] == "rehearsal" and set(own) <= sizes, sorted(set(own) - sizes)
     cfg = load_config("03_sft", "rehearsal")
     full = load_config("03_sft", "full")
-    assert (cfg.learning_rate, cfg.check_base_config, cfg.system_prompt) == (full.learning_rate, True, "falcon")
+    assert (cfg.learning_rate, cfg.check_base_config, cfg.system_prompt) == (full.learning_rate, True, None)
 
 
 def test_token_counts_read_arrow_chunks_and_honour_selections():

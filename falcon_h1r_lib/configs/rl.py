@@ -16,8 +16,8 @@ class RLStageConfig(StageConfig):
 
     STAGE: ClassVar[str] = "04_rl"
 
-    sft_model_path: str = "runs/tiny/03_sft/sft"  # the SFT checkpoint RL starts from (model + tokenizer)
-    system_prompt: typing.Literal["tiny", "falcon"] = "tiny"  # system turn, as in SFT and evaluation ([P] §3.4: Falcon's)
+    sft_model_path: str = ""  # the SFT checkpoint RL starts from (model + tokenizer); "" = notebook 03's output
+    system_prompt: str | None = "Think inside <think> </think>, then answer."  # system turn, as in SFT (tokenizer.TINY_SYSTEM_PROMPT); None = the Falcon prompt ([P] §3.4)
     domains: tuple[str, ...] = ("math",)  # RL domains; [P] §3.4 / Table 3: the released model is math-only
     extra_problems_per_domain: int = 1500  # generated training-seed problems added to notebook 02's rl_problems
     extra_problems_seed: int = 4_000  # training seed of those extra problems (< eval seed range)
@@ -44,7 +44,7 @@ class RLStageConfig(StageConfig):
     epsilon_high: float = 0.28  # upper clip eps+ (clip-higher, DAPO); [P] Table 2: 0.28
     beta: float = 0.0  # KL coefficient (0: no reference model is loaded); [P] Table 2: 0
     entropy_coef: float = 0.0  # entropy bonus; [P] Table 2: 0
-    loss_type: str = "dapo"  # aggregation: token-level over the global batch (DAPO); paper: not stated, see rl.py
+    loss_type: str = "dapo"  # aggregation: token-level over the global batch (DAPO); paper: not stated, see falcon_h1r_lib/rl/__init__.py
     scale_rewards: str = "group"  # advantage (R - mean) / std over the G rollouts; [P] §3.2: group-normalised
     mask_truncated_completions: bool = False  # paper: truncated answers simply score 0 (no mask mentioned)
     format_weight: float = 1.0  # penalty for output not in <think> ... </think> answer form; [P] §3.2: size not given

@@ -20,7 +20,7 @@ class SFTStageConfig(StageConfig):
     base_model_revision: str | None = None  # Hub revision of the base model (pin it for full runs)
     tokenizer_name_or_path: str = ""  # "" = notebook 02's tiny tokenizer (tiny) / the base model's own (full)
     check_base_config: bool = True  # full: the base config must match the 7B preset on Table 8's fields
-    system_prompt: typing.Literal["tiny", "falcon"] = "tiny"  # system turn: TINY_SYSTEM_PROMPT or the Falcon one ([P] §3.4)
+    system_prompt: str | None = "Think inside <think> </think>, then answer."  # system turn (= tokenizer.TINY_SYSTEM_PROMPT); None = the Falcon prompt ([P] §3.4)
     model_width: int = 128  # tiny hybrid's one dial (hidden size); 7B: 3072
     rope_theta: float = 10000.0  # tiny RoPE base: 1e4 resolves positions in 100-token chats; 7B preset: 1e11
     pretrain_docs_per_domain: dict[str, int] = field(default_factory=lambda: {"math": 6000, "code": 1500, "science": 600, "other": 600})  # tiny base corpus: problems with plain answers; paper: Falcon-H1 pretraining

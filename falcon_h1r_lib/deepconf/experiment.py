@@ -249,9 +249,9 @@ def make_backend(cfg: DeepConfConfig, model_path: str):
 
 def _requests(cfg: DeepConfConfig, problems, tokenizer) -> list:
     from falcon_h1r_lib.generation import chat_request
-    from falcon_h1r_lib.tokenizer import FALCON_SYSTEM_PROMPT
+    from falcon_h1r_lib.tokenizer import system_turn
 
-    system = FALCON_SYSTEM_PROMPT if cfg.system_prompt is None else cfg.system_prompt
+    system = system_turn(cfg.system_prompt)
     return [chat_request(str(p["id"]), p["prompt"], tokenizer, system) for p in problems]
 
 

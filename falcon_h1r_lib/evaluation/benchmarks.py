@@ -103,7 +103,15 @@ class Benchmark:
 
 
 def tiny_eval_size() -> int:
-    """How many held-out problems per domain curation decontaminated against (tiny profile)."""
+    """How many held-out problems per domain curation decontaminated against (tiny profile).
+
+    Read from the config notebook 02 recorded when it has run (it may have run with other parameters than
+    its YAML); before that, nothing was trained on generated data yet and the tiny YAML is the plan.
+    """
+    from falcon_h1r_lib import stages
+
+    if stages.output_path("02_data_curation", "metrics", "tiny").exists():
+        return int(stages.recorded_config("02_data_curation", "tiny").eval_problems_per_domain)
     return int(load_config("02_data_curation", "tiny").eval_problems_per_domain)
 
 

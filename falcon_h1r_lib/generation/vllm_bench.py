@@ -478,13 +478,6 @@ class Workload:
         return len(self.requests) * self.sampling.n
 
 
-def _system_prompt(value: str | None) -> str | None:
-    """Stage configs say "tiny" / "falcon" or give the text; None lets the chat template insert Falcon's."""
-    from falcon_h1r_lib.tokenizer import FALCON_SYSTEM_PROMPT, TINY_SYSTEM_PROMPT
-
-    return {"tiny": TINY_SYSTEM_PROMPT, "falcon": FALCON_SYSTEM_PROMPT}.get(value, value) if value else value
-
-
 def _eval_requests(benches: Mapping[str, int], tokenizer, system: str | None, cap: int | None
                    ) -> tuple[GenerationRequest, ...]:
     """Chat requests on the held-out problems of each tiny benchmark (ids prefixed with the benchmark)."""
@@ -505,6 +498,7 @@ def tiny_workloads(tokenizer, max_problems: int | None = None, names: Sequence[s
     from falcon_h1r_lib.data import splits
     from falcon_h1r_lib.evaluation import get_benchmark
     from falcon_h1r_lib.generation.sampling import chat_request
+    from falcon_h1r_lib.tokenizer import system_turn
 
     unknown = sorted(set(names) - set(WORKLOADS))
     if unknown:
@@ -516,7 +510,7 @@ def tiny_workloads(tokenizer, max_problems: int | None = None, names: Sequence[s
         sft, ev = load_config("03_sft", "tiny"), load_config("05_evaluation", "tiny")
         bench = get_benchmark(next(iter(sft.eval_problems)), "tiny")
         out.append(Workload("03_sft_eval", "profiles/tiny/03_sft.yaml eval_problems", _eval_requests(
-            sft.eval_problems, tokenizer, _system_prompt(sft.system_prompt), max_problems), bench.sampling(
+            sft.eval_problems, tokenizer, system_turn(sft.system_prompt), max_problems), bench.sampling(
             seed=sft.seed, logprobs_topk=ev.logprobs_topk, n=sft.eval_samples_per_problem,
             max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, top_p=ev.top_p), sft.eval_batch_size))
     if "05_evaluation" in names:
@@ -533,7 +527,7 @@ def tiny_workloads(tokenizer, max_problems: int | None = None, names: Sequence[s
             d, rl.extra_problems_per_domain, splits.train_seed(rl.extra_problems_seed))
             if rl.pool_max_difficulty is None or p["difficulty"] <= rl.pool_max_difficulty]
         cap = min(x for x in (rl.filter_max_problems, max_problems, len(pool)) if x is not None)
-        system = _system_prompt(rl.system_prompt)
+        system = system_turn(rl.system_prompt)
         out.append(Workload("04_rl_filter", "profiles/tiny/04_rl.yaml filter_* (generated pool part)", tuple(
             chat_request(p["id"], p["prompt"], tokenizer, system) for p in pool[:cap]), SamplingConfig(
             n=rl.filter_rollouts, temperature=rl.filter_temperature, top_p=rl.filter_top_p,
@@ -541,9 +535,8 @@ def tiny_workloads(tokenizer, max_problems: int | None = None, names: Sequence[s
             256))  # rl.stage.filter_backend's HFBackend batch_size
     if "06_deepconf_pools" in names:  # deepconf.experiment.generate_pool
         dc = load_config("06_deepconf_scaling", "tiny")
-        system = _system_prompt(dc.system_prompt)
         requests = _eval_requests({b: dc.max_problems for b in dc.benchmarks}, tokenizer,
-                                  system if system is not None else _system_prompt("falcon"), max_problems)
+                                  system_turn(dc.system_prompt), max_problems)
         bench = get_benchmark(dc.benchmarks[0], "tiny")
         out.append(Workload("06_deepconf_pools", "profiles/tiny/06_deepconf_scaling.yaml pool_size", requests,
                             bench.sampling(seed=dc.seed, logprobs_topk=dc.topk, n=dc.pool_size,

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from falcon_h1r_lib import stages
 from falcon_h1r_lib.configs import CurationConfig, RLStageConfig
 from falcon_h1r_lib.data import splits
 from falcon_h1r_lib.data.decontamination import decontaminate
@@ -29,14 +30,8 @@ from falcon_h1r_lib.data.rl_filter import rl_filter
 from falcon_h1r_lib.data.sft_rl_split import assert_disjoint, remove_overlap
 from falcon_h1r_lib.rl.rewards import PROBLEM_COLUMN
 
-FILTER_FILE = "rl_filter_rollouts.parquet"  # one row per pool problem: its k outcomes and the decision
+FILTER_FILE = stages.stage("04_rl").outputs["filter"]  # one row per pool problem: its k outcomes and the decision
 
-
-def system_prompt(cfg: RLStageConfig) -> str:
-    """The system turn of every RL prompt, identical to SFT's and evaluation's for the profile."""
-    from falcon_h1r_lib.tokenizer import FALCON_SYSTEM_PROMPT, TINY_SYSTEM_PROMPT
-
-    return TINY_SYSTEM_PROMPT if cfg.system_prompt == "tiny" else FALCON_SYSTEM_PROMPT
 
 
 def build_pool(cfg: RLStageConfig, cfg02: CurationConfig, rl_rows: Sequence[dict], sft_rows: Sequence[dict],
@@ -177,4 +172,4 @@ def to_training_rows(problems: Sequence[dict], system_prompt: str) -> list[dict[
 
 
 __all__ = ["FILTER_FILE", "apply_filter", "build_pool", "filter_key", "outcomes_table",
-           "pass_rate_histogram", "rollout_outcomes", "system_prompt", "table_outcomes", "to_training_rows"]
+           "pass_rate_histogram", "rollout_outcomes", "table_outcomes", "to_training_rows"]

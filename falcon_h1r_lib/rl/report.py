@@ -41,11 +41,11 @@ def evaluation_config(cfg: RLStageConfig):
     narrowed to the SFT-vs-RL comparison: ``cfg.eval_benchmarks``, problem and sample counts, the stage's seed
     and system turn."""
     from falcon_h1r_lib.evaluation import stage_config
-    from falcon_h1r_lib.rl.data import system_prompt
+    from falcon_h1r_lib.tokenizer import system_turn
 
     return stage_config(cfg.profile, seed=cfg.seed, benchmarks=list(cfg.eval_benchmarks),
                         max_problems=cfg.eval_max_problems, samples_per_problem=cfg.eval_samples_per_problem,
-                        system_prompt=system_prompt(cfg))
+                        system_prompt=system_turn(cfg.system_prompt))
 
 
 def compared_models(cfg: RLStageConfig, metrics: Mapping[str, Any]) -> dict[str, str]:

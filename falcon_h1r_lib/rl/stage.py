@@ -184,6 +184,7 @@ def prepare_data(cfg: RLStageConfig, out: Path, model=None, tokenizer=None) -> t
     import pandas as pd
 
     from falcon_h1r_lib.data import build
+    from falcon_h1r_lib.tokenizer import system_turn
 
     cfg02 = stages.recorded_config("02_data_curation", cfg.profile)
     for name in ("rl_problems", "sft"):
@@ -203,7 +204,7 @@ def prepare_data(cfg: RLStageConfig, out: Path, model=None, tokenizer=None) -> t
 
         backend, tok = filter_backend(cfg, model, tokenizer)
         try:
-            outcomes = rl_data.rollout_outcomes(pool, backend, tok, rl_data.system_prompt(cfg), cfg)
+            outcomes = rl_data.rollout_outcomes(pool, backend, tok, system_turn(cfg.system_prompt), cfg)
         finally:
             close_backend(backend)  # a filter engine must be gone before training starts its own
         rl_data.outcomes_table(pool, outcomes).to_parquet(path, index=False)
@@ -230,7 +231,7 @@ def prepare_data(cfg: RLStageConfig, out: Path, model=None, tokenizer=None) -> t
         "filter_reused": bool(cached),
         "n_train": len(kept),
     }
-    return rl_data.to_training_rows(kept, rl_data.system_prompt(cfg)), report
+    return rl_data.to_training_rows(kept, system_turn(cfg.system_prompt)), report
 
 
 def _jsonl_callback(path: Path):

@@ -136,8 +136,8 @@ def check_global_batch(cfg: SFTStageConfig, world_size: int, per_device: int | N
 def load_base(cfg: SFTStageConfig, tokenizer, exclude_prompts=()) -> tuple[str, dict[str, Any]]:
     """(path of the base model, its info). Tiny: pretrain it here (skipped when done). Full: the Hub model,
     its config checked against Table 8."""
-    from falcon_h1r_lib.sft.data import system_prompt
     from falcon_h1r_lib.sft.pretrain import pretrain_base
+    from falcon_h1r_lib.tokenizer import system_turn
 
     if cfg.base_model_name_or_path:
         from falcon_h1r_lib.models.standin import read_standin
@@ -157,7 +157,7 @@ def load_base(cfg: SFTStageConfig, tokenizer, exclude_prompts=()) -> tuple[str, 
         return source, info
     base = stages.output_path(cfg.STAGE, "base", cfg.profile)
     info = pretrain_base(cfg, tokenizer, tokenizer_path(cfg), base, exclude_prompts=exclude_prompts,
-                         system_prompt=system_prompt(cfg))
+                         system_prompt=system_turn(cfg.system_prompt))
     return str(base), info
 
 

@@ -39,11 +39,6 @@ def eval_prompts_to_exclude(cfg: SFTStageConfig) -> list[str]:
     return [p["prompt"] for rows in splits.tiny_eval_sets(cur.eval_problems_per_domain).values() for p in rows]
 
 
-def system_prompt(cfg: SFTStageConfig) -> str:
-    from falcon_h1r_lib.tokenizer import FALCON_SYSTEM_PROMPT, TINY_SYSTEM_PROMPT
-
-    return TINY_SYSTEM_PROMPT if cfg.system_prompt == "tiny" else FALCON_SYSTEM_PROMPT
-
 
 def conversation(row: Mapping[str, Any], system: str) -> list[dict[str, str]]:
     """A curated row as a chat: earlier turns (``row["history"]``, if any) then the prompt and its trace."""
@@ -119,4 +114,4 @@ def token_counts(dataset, column: str = "labels") -> tuple[int, int]:
 
 
 __all__ = ["WeightedCollator", "conversation", "eval_prompts_to_exclude", "load_sft_rows", "sft_dataset",
-           "sft_dataset_on_disk", "system_prompt", "token_counts"]
+           "sft_dataset_on_disk", "token_counts"]

@@ -13,10 +13,10 @@ from falcon_h1r_lib.configs import SFTStageConfig
 def evaluation_config(cfg: SFTStageConfig, benchmark: str, n_problems: int):
     """Notebook 05's settings (temperature 0.6, top-p 0.95, [P] §4.1) for one benchmark, with our system turn."""
     from falcon_h1r_lib.evaluation import stage_config
-    from falcon_h1r_lib.sft.data import system_prompt
+    from falcon_h1r_lib.tokenizer import system_turn
 
     return stage_config(cfg.profile, benchmarks=(benchmark,), max_problems=n_problems,
-                        samples_per_problem=cfg.eval_samples_per_problem, system_prompt=system_prompt(cfg),
+                        samples_per_problem=cfg.eval_samples_per_problem, system_prompt=system_turn(cfg.system_prompt),
                         batch_size=cfg.eval_batch_size, seed=cfg.seed)
 
 

@@ -39,8 +39,9 @@ def train_sft(cfg: SFTStageConfig, base_path: str, base_info: Mapping[str, Any],
     from falcon_h1r_lib.metrics import Stopwatch
     from falcon_h1r_lib.progress import loss_log
     from falcon_h1r_lib.sft.base import check_global_batch, check_mup, load_model, param_group_learning_rates
-    from falcon_h1r_lib.sft.data import sft_dataset_on_disk, system_prompt, token_counts
+    from falcon_h1r_lib.sft.data import sft_dataset_on_disk, token_counts
     from falcon_h1r_lib.sft.trainer import build_trainer
+    from falcon_h1r_lib.tokenizer import system_turn
 
     def out(key: str) -> Path:
         return stages.output_path(cfg.STAGE, key, cfg.profile)
@@ -56,7 +57,7 @@ def train_sft(cfg: SFTStageConfig, base_path: str, base_info: Mapping[str, Any],
     patch_falcon_h1()
     model = load_model(base_path, cfg)
     mup = check_mup(model.config, cfg)
-    dataset = sft_dataset_on_disk(rows, system_prompt(cfg), cfg.difficulty_weighting, out("data"), state)
+    dataset = sft_dataset_on_disk(rows, system_turn(cfg.system_prompt), cfg.difficulty_weighting, out("data"), state)
     trainer = build_trainer(cfg, model, tokenizer, dataset, out("checkpoints"), callbacks, **overrides)
     last = checkpoint_to_resume(out("checkpoints"), fingerprint, state)
     trainer.train(resume_from_checkpoint=last)
