@@ -160,19 +160,17 @@ def test_nan_is_outside_every_range():
             RLStageConfig.from_dict({key: float("nan")})
 
 
-def test_a_table_naming_no_field_fails_at_class_definition():
-    with pytest.raises(TypeError, match="tiny_widht"):
+@pytest.mark.parametrize(("ranges", "error", "match"), [
+    ({"tiny_widht": "(0, inf)"}, TypeError, "tiny_widht"),  # a table naming no field
+    ({"tiny_width": "0..inf"}, ValueError, "not an interval"),  # a bound that is not an interval
+])
+def test_a_bad_range_table_fails_at_class_definition(ranges, error, match):
+    with pytest.raises(error, match=match):
         @dataclass(frozen=True)
-        class Typo(C.StageConfig):
-            STAGE: ClassVar[str] = "typo"
-            tiny_width: int = 1
-            RANGES: ClassVar[dict[str, str]] = {"tiny_widht": "(0, inf)"}
-    with pytest.raises(ValueError, match="not an interval"):
-        @dataclass(frozen=True)
-        class BadInterval(C.StageConfig):
+        class Bad(C.StageConfig):
             STAGE: ClassVar[str] = "bad"
             tiny_width: int = 1
-            RANGES: ClassVar[dict[str, str]] = {"tiny_width": "0..inf"}
+            RANGES: ClassVar[dict[str, str]] = ranges
 
 
 def test_cross_key_checks_still_name_their_keys():
