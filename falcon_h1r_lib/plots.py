@@ -316,6 +316,41 @@ def fig6_rl_training_curves(curves: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def rl_headroom_pass_at_k(curves: pd.DataFrame, models: Sequence[str] = ("sft", "rl")) -> plt.Figure:
+    """pass@k against k (log2 axis) with bootstrap CI bands, one line per model (SFT blue, RL red), one panel per
+    problem set (rows: held-out, RL pool) and level (columns: "all" first); a set without a level leaves its panel
+    blank. ``curves``: ``rl.report.headroom_tables``'s first frame (set, model, group, k, pass_at_k, ci_low, ci_high,
+    n_problems; ``evaluation.headroom.pass_at_k_curve`` rows)."""
+    _need(curves, ("set", "model", "group", "k", "pass_at_k", "ci_low", "ci_high", "n_problems"),
+          "rl_headroom_pass_at_k")
+    sets = list(dict.fromkeys(curves["set"]))
+    groups = sorted(dict.fromkeys(curves["group"].astype(str)),
+                    key=lambda g: (g != "all", int(g) if g.isdigit() else 0, g))
+    colors = dict(zip(models, STAGE_COLORS[1:]))
+    fig, axes = plt.subplots(len(sets), len(groups), figsize=(2.5 * len(groups) + 0.5, 3.0 * len(sets)),
+                             sharey=True, squeeze=False)
+    for row, name in zip(axes, sets):
+        for ax, group in zip(row, groups):
+            sub = curves[(curves["set"] == name) & (curves["group"].astype(str) == group)]
+            if sub.empty:
+                ax.set_visible(False)
+                continue
+            for label in models:
+                m = sub[sub["model"] == label].sort_values("k")
+                ax.plot(m["k"], m["pass_at_k"], marker="o", ms=3, color=colors[label], label=label)
+                ax.fill_between(m["k"], m["ci_low"], m["ci_high"], color=colors[label], alpha=0.2, lw=0)
+            ks = sorted(int(k) for k in sub["k"].unique())
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ks, [str(k) for k in ks], fontsize=8)
+            ax.set(ylim=(0, 1), xlabel="k (samples)")
+            level = "all levels" if group == "all" else f"level {group}"
+            ax.set_title(f"{name}\n{level} ({int(sub['n_problems'].iloc[0])} problems)", fontsize=9)
+        row[0].set_ylabel("pass@k")
+    axes[0][0].legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
 # --------------------------------------------------------------------------------------------
 # Notebook 05: evaluation
 # --------------------------------------------------------------------------------------------
@@ -416,4 +451,46 @@ def fig1_3d_accuracy_tokens_throughput(curves: Mapping[tuple[str, str], pd.DataF
     ax.set(xlabel="log10 tokens", ylabel=f"decode tokens/s at {longest} ctx", zlabel="accuracy",
            title=f"{label0} on {bench0}: accuracy x tokens x throughput")
     ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def deepconf_calibration(traces: pd.DataFrame, auroc: pd.DataFrame, measure: str = "lowest_group") -> plt.Figure:
+    """Does confidence separate correct from wrong traces? One panel per model: ``measure`` against trace length,
+    correct traces, wrong traces of problems some trace solved ("mixed": where confidence can decide a vote) and
+    wrong traces of unsolved problems apart; and a last panel: within-problem AUROC per measure and model with its
+    bootstrap CI (bars), the pooled AUROC (dots) and chance (0.5). ``traces``: ``deepconf.calibration.trace_table``
+    rows with a ``model`` column; ``auroc``: ``calibration.auroc_table`` rows with a ``model`` column."""
+    _need(traces, ("model", "n_tokens", "correct", "mixed", measure), "deepconf_calibration")
+    _need(auroc, ("model", "measure", "pooled_auroc", "within_auroc", "ci_low", "ci_high", "n_problems"),
+          "deepconf_calibration")
+    models = list(dict.fromkeys(traces["model"]))
+    colors = {label: STAGE_COLORS[1 + i % (len(STAGE_COLORS) - 1)] for i, label in enumerate(models)}
+    fig, axes = plt.subplots(1, len(models) + 1, figsize=(4.2 * (len(models) + 1), 3.8), squeeze=False)
+    for ax, label in zip(axes[0], models):
+        t = traces[traces["model"] == label]
+        for name, sub, color, alpha in (
+                ("wrong, unsolved problem", t[(t["correct"] == 0) & ~t["mixed"].astype(bool)], PAPER, 0.25),
+                ("wrong, mixed problem", t[(t["correct"] == 0) & t["mixed"].astype(bool)], HYBRID, 0.5),
+                ("correct", t[t["correct"] == 1], OURS, 0.7)):
+            ax.scatter(sub["n_tokens"], sub[measure], s=9, color=color, alpha=alpha, lw=0, label=f"{name} ({len(sub)})")
+        ax.set(xlabel="trace length (tokens)", ylabel=f"{measure} confidence", title=f"{label}: confidence vs length")
+        ax.legend(fontsize=7)
+    ax = axes[0][-1]
+    measures = list(dict.fromkeys(auroc["measure"]))
+    width = 0.8 / len(models)
+    for i, label in enumerate(models):
+        a = auroc[auroc["model"] == label].set_index("measure").reindex(measures)
+        x = np.arange(len(measures)) + (i - (len(models) - 1) / 2) * width
+        ax.bar(x, a["within_auroc"], width, color=colors[label], alpha=0.85,
+               label=f"{label}: within-problem ({int(a['n_problems'].max())} problems)")
+        ax.errorbar(x, a["within_auroc"], yerr=[a["within_auroc"] - a["ci_low"], a["ci_high"] - a["within_auroc"]],
+                    fmt="none", ecolor="black", capsize=2, lw=0.8)
+        ax.scatter(x, a["pooled_auroc"], color="black", marker="D", s=14, zorder=3,
+                   label="pooled over problems" if i == 0 else None)
+    ax.axhline(0.5, color=PAPER, ls="--", lw=1)
+    ax.set_xticks(np.arange(len(measures)), measures, rotation=20, fontsize=8)
+    ax.set(ylim=(0, 1.25), ylabel="AUROC (correct vs wrong)", title="AUROC per measure (length: shorter = confident)")
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
     return fig

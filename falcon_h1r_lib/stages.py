@@ -68,6 +68,9 @@ STAGES: tuple[Stage, ...] = (
         "train_log": "train_log.jsonl",  # one line per logging step (Fig. 6 curves)
         "filter": "rl_filter_rollouts.parquet",  # the Fig. 9 filter: each pool problem's k outcomes and decision
         "eval": "eval",  # SFT-vs-RL evaluation traces
+        "headroom": "headroom",  # SFT/RL traces and grades of the pass@k headroom check (held-out + RL pool sample)
+        "headroom_curves": "headroom_pass_at_k.csv",  # pass@k per set, model, level and k, with bootstrap CIs
+        "headroom_change": "headroom_rl_minus_sft.csv",  # RL - SFT pass@k per set, level and k, paired CIs
     }),
     Stage("05_evaluation", "evaluation", {**_METRICS}),
     Stage("06_deepconf_scaling", "deepconf", {**_METRICS}),

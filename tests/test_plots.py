@@ -13,6 +13,7 @@ import pytest
 from falcon_h1r_lib import architecture, plots
 from falcon_h1r_lib.deepconf import experiment
 from falcon_h1r_lib.evaluation import results_records
+from falcon_h1r_lib.evaluation.headroom import pass_at_k_curve
 from falcon_h1r_lib.generation import vllm_bench
 from falcon_h1r_lib.kernels import bench as ssd_bench
 from falcon_h1r_lib.models import falcon_h1_config, transformer_config
@@ -111,6 +112,16 @@ def rl_curves():  # rl.curves(log_history): one row per logged step, CURVE_KEYS 
                         ).set_index("step")
 
 
+def rl_headroom():  # rl.report.headroom_tables: evaluation.headroom.pass_at_k_curve rows + set, kind, model
+    frames = []
+    for name, levels in (("tiny-math", (1, 2)), ("rl-pool-math", (1,))):
+        for model, extra in (("sft", 0), ("rl", 1)):
+            rows = [{"problem_id": f"{name}{p}", "difficulty": levels[p % len(levels)], "correct": s < 1 + extra + p % 2}
+                    for p in range(6) for s in range(8)]
+            frames.append(pass_at_k_curve(pd.DataFrame(rows), resamples=50).assign(set=name, kind="x", model=model))
+    return pd.concat(frames, ignore_index=True)
+
+
 def eval_results():  # evaluation: results_records(metrics) + the notebook's ci_low / ci_high
     summary = {"pass_at_1": 0.25, "pass_at_1_ci": [0.1, 0.4], "n_problems": 8, "samples_per_problem": 4,
                "by_difficulty": {"1": {"n_problems": 4, "pass_at_1": 0.5}, "2": {"n_problems": 4, "pass_at_1": 0.0}}}
@@ -130,6 +141,22 @@ def deepconf_curves():  # deepconf.experiment curves: {(model, benchmark): frame
     return {("sft", "tiny-math"): pd.DataFrame(rows), ("rl", "tiny-math"): pd.DataFrame(rows)}
 
 
+def deepconf_calibration_frames():  # deepconf.calibration: trace_table and auroc_table rows, a model column added
+    from falcon_h1r_lib.deepconf import calibration
+    from falcon_h1r_lib.deepconf.confidence import SCORE_NAMES
+
+    rng = np.random.default_rng(0)
+    traces, aurocs = [], []
+    for label in ("sft", "rl"):
+        pools = [experiment.ProblemPool(pid, rng.integers(10, 50, 8), np.zeros(8, dtype=np.int64), np.asarray(c, float),
+                                        {}, {s: rng.normal(10, 1, 8) for s in SCORE_NAMES}, [])
+                 for pid, c in (("p0", [1, 0] * 4), ("p1", [0] * 8))]
+        t = calibration.trace_table(pools, [{"id": "p0"}, {"id": "p1"}])
+        traces.append(t.assign(model=label))
+        aurocs.append(calibration.auroc_table(t, resamples=20).assign(model=label))
+    return pd.concat(traces, ignore_index=True), pd.concat(aurocs, ignore_index=True)
+
+
 # --- the figures -----------------------------------------------------------------------------------
 
 CASES = {  # name -> (call, axes, what to count on the first axes, at least, a required key and where it lives)
@@ -147,6 +174,7 @@ CASES = {  # name -> (call, axes, what to count on the first axes, at least, a r
     "fig9_rl_filter_funnel": (lambda: plots.fig9_rl_filter_funnel(rl_funnel()), 1, "patches", 2),
     "fig5_rl_pass_rate_histogram": (lambda: plots.fig5_rl_pass_rate_histogram(rl_hist(), 4), 1, "patches", 10),
     "fig6_rl_training_curves": (lambda: plots.fig6_rl_training_curves(rl_curves()), 6, "lines", 2),
+    "rl_headroom_pass_at_k": (lambda: plots.rl_headroom_pass_at_k(rl_headroom()), 6, "lines", 2),
     "table4_6_accuracy": (lambda: plots.table4_6_accuracy(eval_results(), ["base", "sft"], ["tiny-math", "tiny-code"]),
                           1, "patches", 4),
     "table4_by_difficulty": (lambda: plots.table4_by_difficulty(eval_results(), ["base", "sft"], "tiny-math"),
@@ -156,6 +184,7 @@ CASES = {  # name -> (call, axes, what to count on the first axes, at least, a r
                         1, "patches", 4),
     "fig1_3d_accuracy_tokens_throughput": (
         lambda: plots.fig1_3d_accuracy_tokens_throughput(deepconf_curves(), decode()), 1, "collections", 4),
+    "deepconf_calibration": (lambda: plots.deepconf_calibration(*deepconf_calibration_frames()), 3, "collections", 3),
 }
 
 
@@ -199,6 +228,7 @@ MISSING = [  # (call with one key or column removed, the key the error must name
     (lambda: plots.fig9_rl_filter_funnel(_drop(rl_funnel(), "out")), "out"),
     (lambda: plots.fig5_rl_pass_rate_histogram(_drop(rl_hist(), "after filter"), 4), "after filter"),
     (lambda: plots.fig6_rl_training_curves(_drop(rl_curves(), "entropy")), "entropy"),
+    (lambda: plots.rl_headroom_pass_at_k(_drop(rl_headroom(), "ci_high")), "ci_high"),
     (lambda: plots.table4_6_accuracy(_drop(eval_results(), "ci_high"), ["base"], ["tiny-math"]), "ci_high"),
     (lambda: plots.table4_by_difficulty(_drop(eval_results(), "benchmark"), ["base"], "tiny-math"), "benchmark"),
     (lambda: plots.fig1_deepconf_scaling({k: _drop(c, "ci_low") for k, c in deepconf_curves().items()}), "ci_low"),
@@ -206,6 +236,10 @@ MISSING = [  # (call with one key or column removed, the key the error must name
      "majority_tokens"),
     (lambda: plots.fig1_3d_accuracy_tokens_throughput(deepconf_curves(), _drop(decode(), "tokens_per_s")),
      "tokens_per_s"),
+    (lambda: plots.deepconf_calibration(_drop(deepconf_calibration_frames()[0], "mixed"),
+                                        deepconf_calibration_frames()[1]), "mixed"),
+    (lambda: plots.deepconf_calibration(deepconf_calibration_frames()[0],
+                                        _drop(deepconf_calibration_frames()[1], "within_auroc")), "within_auroc"),
 ]
 
 
@@ -223,6 +257,18 @@ def test_shared_ci_bars_place_one_bar_per_model_and_benchmark():
     assert heights == [0.25] * 4 and ax.get_ylim() == (0, 1)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["tiny-math", "tiny-code"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["base", "sft"]
+
+
+def test_headroom_panels_are_sets_by_levels_on_a_log2_axis():
+    fig = plots.rl_headroom_pass_at_k(rl_headroom())
+    axes = np.array(fig.axes).reshape(2, 3)  # rows: sets; columns: all, level 1, level 2
+    assert [ax.get_title() for ax in axes[0]] == [
+        "tiny-math\nall levels (6 problems)", "tiny-math\nlevel 1 (3 problems)", "tiny-math\nlevel 2 (3 problems)"]
+    assert not axes[1][2].get_visible()  # the RL pool has no level-2 problem here
+    assert axes[0][0].get_xscale() == "log" and [t.get_text() for t in axes[0][0].get_xticklabels()] == [
+        "1", "2", "4", "8"]
+    sft, rl = (line.get_ydata() for line in axes[0][0].lines[:2])
+    assert (rl >= sft).all() and [t.get_text() for t in axes[0][0].get_legend().get_texts()] == ["sft", "rl"]
 
 
 def test_save_figure_names_after_the_paper(tmp_path, monkeypatch):

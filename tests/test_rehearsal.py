@@ -36,6 +36,7 @@ SIZE_KEYS: dict[str, str] = {
     "max_completion_length": "tokens per RL rollout", "filter_max_new_tokens": "tokens per filter rollout",
     "filter_max_problems": "RL pool size", "eval_problems": "problems per benchmark",
     "eval_max_problems": "problems per benchmark", "eval_samples_per_problem": "samples per problem",
+    "headroom_max_problems": "problems per headroom set", "headroom_samples": "samples per problem (pass@k up to n)",
     "budget": "K traces", "budgets": "curve budgets", "pool_size": "pool traces", "runs": "resampled runs",
     "n_init": "warm-up traces", "window": "window tokens (traces are short)", "tail_tokens": "tail tokens",
     "live_wave": "traces per wave", "num_generations": "G samples per prompt", "prompts_per_step": "prompts per step",

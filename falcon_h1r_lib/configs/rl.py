@@ -74,11 +74,14 @@ class RLStageConfig(StageConfig):
     eval_benchmarks: tuple[str, ...] = ("tiny-math",)  # SFT-vs-RL benchmarks (evaluation registry); paper: Table 3 columns
     eval_max_problems: int = 50  # problems per benchmark; paper: all
     eval_samples_per_problem: int = 16  # pass@1 averaged over n samples; paper Table 9: 16 for AIME
+    headroom_samples: int = 64  # n samples per problem of the SFT/RL pass@k curves (k = 1, 2, 4, ..., n); paper: no such check (Yue et al. 2025 use k up to 256)
+    headroom_max_problems: int = 50  # problems per headroom set: the first of each eval benchmark, a seeded sample of the RL training problems
 
     RANGES: ClassVar[dict[str, str]] = {
         **dict.fromkeys(("filter_rollouts", "filter_max_new_tokens", "prompts_per_step", "max_steps",
                          "max_completion_length", "max_rounds", "gradient_accumulation_steps", "logging_steps",
                          "save_steps", "save_total_limit", "eval_max_problems", "eval_samples_per_problem",
+                         "headroom_samples", "headroom_max_problems",
                          "vllm_tensor_parallel_size", "learning_rate", "temperature", "filter_temperature",
                          "tis_cap"), "(0, inf)"),
         **dict.fromkeys(("extra_problems_per_domain", "warmup_steps", "cache_size", "cache_max_age", "num_threads",

@@ -4,6 +4,8 @@ confidence: token, group (sliding window), trace scores from raw top-k log-probs
 calibration, stopping and voting). offline: majority / confidence-weighted votes with top-eta filtering.
 online: Algorithm 2 (warm-up threshold, early stop, consensus stop), replayed over pools or run live
 through a backend's stop hook. vllm_stop: the EOS-forcing vLLM logits processor (vllm imported lazily).
+calibration: do confidences separate correct from wrong traces (AUROC, length, online stops, causes); imported
+on use (`from falcon_h1r_lib.deepconf import calibration`), as it loads scikit-learn.
 experiment: the scaling experiment of notebook 06 and `python -m falcon_h1r_lib.deepconf --config FILE`.
 """
 

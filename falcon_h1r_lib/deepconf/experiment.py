@@ -6,6 +6,7 @@ pass@1, majority@b, the offline votes of `offline.offline_methods()`, and online
 and without the consensus stop (`online.replay_online`, b >= N_init). Accuracy is averaged over runs and
 problems, with a bootstrap CI over problems; tokens are totals over the benchmark, averaged over runs.
 Live runs (`mode: live|both`) execute Algorithm 2 through the backend's stop hook and measure real tokens.
+Replay runs also diagnose confidence calibration on the scored pools (`calibration.diagnose`, no generation).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class ProblemPool:
     label_correct: dict[int, float]  # answer group -> verdict of its first trace; NO_ANSWER -> 0.0
     scores: dict[str, np.ndarray]  # score name -> (P,)
     online: list[OnlineTrace]  # the same traces for the online controller
+    details: pd.DataFrame | None = None  # (P rows) calibration.trace_details: answer, finish reason, cause features
 
     def __len__(self) -> int:
         return len(self.n_tokens)
@@ -325,9 +327,12 @@ def generate_pools(cfg: DeepConfConfig, bench, backend, tokenizer, model: str, f
     return problems, {"reused": False, "resumed_problems": len(done), "generate_seconds": seconds if whole else None}
 
 
-def pools_from_files(cfg: DeepConfConfig, problems: Sequence[Mapping], folder: Path) -> tuple[list[ProblemPool], dict]:
+def pools_from_files(cfg: DeepConfConfig, problems: Sequence[Mapping], folder: Path, tokenizer=None
+                     ) -> tuple[list[ProblemPool], dict]:
     """Grade (shared verifiers) and score each problem's pool file, one problem in memory at a time; also
-    time the confidence computation."""
+    time the confidence computation. Each pool carries `calibration.trace_details` (the lowest window's
+    template-token share needs `tokenizer`, NaN without)."""
+    from falcon_h1r_lib.deepconf.calibration import trace_details
     from falcon_h1r_lib.evaluation import grade_all
     from falcon_h1r_lib.generation import read_traces
 
@@ -336,11 +341,13 @@ def pools_from_files(cfg: DeepConfConfig, problems: Sequence[Mapping], folder: P
         pid = str(p["id"])
         traces = sorted(read_traces(pool_file(folder, pid)), key=lambda t: t.sample_index)
         grades = grade_all([p], traces, max_workers=2)
+        answers = [None if pd.isna(a) else a for a in grades["answer"]]
         start = time.perf_counter()
-        pools.append(score_pool(pid, traces, [None if pd.isna(a) else a for a in grades["answer"]],
-                                [None if pd.isna(c) else bool(c) for c in grades["correct"]],
-                                p["domain"], cfg.window, cfg.tail_tokens, cfg.bottom_percent, cfg.topk))
+        pool = score_pool(pid, traces, answers, [None if pd.isna(c) else bool(c) for c in grades["correct"]],
+                          p["domain"], cfg.window, cfg.tail_tokens, cfg.bottom_percent, cfg.topk)
         score_s += time.perf_counter() - start
+        pool.details = trace_details(p, traces, answers, [t.groups for t in pool.online], cfg.window, tokenizer)
+        pools.append(pool)
         n_traces += len(traces)
         n_tokens += int(sum(t.n_tokens for t in traces))
     return pools, {"score_seconds": score_s, "n_traces": n_traces, "n_tokens": n_tokens}
@@ -381,8 +388,11 @@ def live_run(cfg: DeepConfConfig, bench, backend, tokenizer) -> dict[str, Any]:
 def run(cfg: DeepConfConfig, models: Mapping[str, str] | None = None, backends: Mapping[str, tuple] | None = None,
         out_dir: str | None = None) -> dict[str, Any]:
     """The whole stage: pools (and/or live runs) per model x benchmark, curves, Table 7 / Fig. 1 frames,
-    CSVs and `metrics.json` under the run folder (or `out_dir`). `backends` ({label: (backend, tokenizer)})
-    reuses loaded models."""
+    confidence calibration diagnostics (`calibration.diagnose`: `calibration_<label>_<bench>.csv`, one row per
+    trace, and `metrics["models"][label][bench]["calibration"]`), CSVs and `metrics.json` under the run folder
+    (or `out_dir`). `backends` ({label: (backend, tokenizer)}) reuses loaded models. Returns {"metrics",
+    "curves", "calibration" ({(label, bench): diagnose's frames}), "out"}."""
+    from falcon_h1r_lib.deepconf.calibration import diagnose
     from falcon_h1r_lib.evaluation import get_benchmark
     from falcon_h1r_lib.metrics import Stopwatch, write_metrics
 
@@ -391,6 +401,7 @@ def run(cfg: DeepConfConfig, models: Mapping[str, str] | None = None, backends: 
     out = resolve_path(out_dir) if out_dir is not None else cfg.run_dir()
     out.mkdir(parents=True, exist_ok=True)
     curves: dict[tuple[str, str], pd.DataFrame] = {}
+    calibration: dict[tuple[str, str], dict[str, Any]] = {}
     metrics: dict[str, Any] = {"models": {}}
     for label, path in models.items():
         given = (backends or {}).get(label)
@@ -403,14 +414,18 @@ def run(cfg: DeepConfConfig, models: Mapping[str, str] | None = None, backends: 
                 if cfg.mode in ("replay", "both"):
                     folder = out / "pools" / label / bench.name
                     problems, info = generate_pools(cfg, bench, backend, tokenizer, str(path), folder)
-                    pools, sinfo = pools_from_files(cfg, problems, folder)
+                    pools, sinfo = pools_from_files(cfg, problems, folder, tokenizer)
                     c = scaling_curves(pools, cfg)
                     c.to_csv(out / f"curves_{label}_{bench.name}.csv", index=False)
                     curves[(label, bench.name)] = c
+                    diag = diagnose(pools, problems, online_variants(cfg)["deepconf-low"], runs=cfg.runs,
+                                    seed=cfg.seed, resamples=cfg.bootstrap_resamples, ci_level=cfg.ci_level)
+                    diag["traces"].to_csv(out / f"calibration_{label}_{bench.name}.csv", index=False)
+                    calibration[(label, bench.name)] = diag
                     gen_s = info.get("generate_seconds")
                     entry.update({"pool": {**info, **sinfo, "confidence_share_of_generation":
                                            sinfo["score_seconds"] / gen_s if gen_s else None},
-                                  "at_budget": summary_at(c, cfg.budget)})
+                                  "at_budget": summary_at(c, cfg.budget), "calibration": diag["summary"]})
                 if cfg.mode in ("live", "both"):
                     entry["live"] = live_run(cfg, bench, backend, tokenizer)
                 metrics["models"][label][bench.name] = entry
@@ -433,7 +448,7 @@ def run(cfg: DeepConfConfig, models: Mapping[str, str] | None = None, backends: 
                   "config_hash": cfg.config_hash(), "wall_time_s": round(watch.seconds(), 3), "reads": reads,
                   "metrics": _jsonable(metrics)}
         (out / "metrics.json").write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
-    return {"metrics": metrics, "curves": curves, "out": str(out)}
+    return {"metrics": metrics, "curves": curves, "calibration": calibration, "out": str(out)}
 
 
 def _jsonable(obj):

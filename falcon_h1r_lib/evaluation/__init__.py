@@ -1,5 +1,6 @@
 """Evaluation protocol of [P] §4: benchmark registry, grading with the reward verifiers, pass@1 averaged
-over n samples, unbiased pass@k, majority vote, bootstrap CIs, and paper-vs-ours tables (Tables 4-6).
+over n samples, unbiased pass@k, majority vote, bootstrap CIs, paper-vs-ours tables (Tables 4-6), and the
+problems x samples a claim needs (power).
 
 ``python -m falcon_h1r_lib.evaluation --config FILE`` runs it on a cluster; ``pipeline.run(cfg)`` in process.
 The pipeline (which pulls in torch and the generation backends) is imported on first use.
@@ -16,6 +17,20 @@ from falcon_h1r_lib.evaluation.metrics import (
     pass_at_k,
     problem_table,
     summarize,
+)
+from falcon_h1r_lib.evaluation.power import (
+    DifferenceStats,
+    PairedVariance,
+    difference_stats,
+    paired_variance,
+    paired_variance_from_grades,
+    paired_variance_from_rates,
+    paper_rl_gain,
+    power_noninferior,
+    power_paired,
+    power_table,
+    problems_needed,
+    problems_needed_noninferior,
 )
 from falcon_h1r_lib.evaluation.tables import paper_vs_ours, results_records, to_markdown, write_table
 
@@ -40,4 +55,8 @@ __all__ = [
     "BENCHMARKS", "Benchmark", "Grade", "Vote", "benchmark_names", "bootstrap_ci", "completion_text",
     "get_benchmark", "grade", "grade_all", "maj_at_k", "mean_pass_at_1", "paired_difference", "paper_vs_ours", "pass_at_k",
     "problem_table", "results_records", "run", "stage_config", "summarize", "to_markdown", "ungradable_reason", "write_table",
+    # power and sample size of the paper's claims (power.py)
+    "DifferenceStats", "PairedVariance", "difference_stats", "paired_variance", "paired_variance_from_grades",
+    "paired_variance_from_rates", "paper_rl_gain", "power_noninferior", "power_paired", "power_table", "problems_needed",
+    "problems_needed_noninferior",
 ]

@@ -102,6 +102,36 @@ class Benchmark:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True, eq=False)
+class ProblemSet(Benchmark):
+    """A benchmark over a given list of problems, outside the registry: e.g. a sample of the problems RL trained
+    on (notebook 04's headroom check), sampled, stored and graded by the same ``pipeline.evaluate_benchmark`` as
+    a registered set. ``problems`` are dicts as the task generators and ``data.sources`` give them (id, domain,
+    prompt, answer or tests, ...), all of ``domain``, ids unique. The traces key covers every rendered prompt, so
+    another list re-samples. ValueError names an empty list, a foreign domain or a repeated id."""
+
+    problems: tuple[Mapping[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.problems:
+            raise ValueError(f"problem set {self.name!r}: no problems")
+        foreign = [p.get("id") for p in self.problems if p.get("domain") != self.domain]
+        if foreign:
+            raise ValueError(f"problem set {self.name!r}: problems {foreign[:3]} are not of domain {self.domain!r}")
+        ids = [str(p.get("id")) for p in self.problems]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"problem set {self.name!r}: repeated problem ids, e.g. "
+                             f"{sorted({i for i in ids if ids.count(i) > 1})[:3]}")
+
+    def load_problems(self, limit: int | None = None, **_sources: Any) -> list[dict[str, Any]]:
+        """The problems in their given order (the first ``limit`` when given); the source options of
+        ``Benchmark.load_problems`` do not apply (the list is already loaded)."""
+        if limit is not None and limit < 1:
+            raise ValueError(f"problem set {self.name!r}: limit must be >= 1 or None, got {limit}")
+        return [dict(p) for p in self.problems[:limit]]
+
+
 def tiny_eval_size() -> int:
     """How many held-out problems per domain curation decontaminated against (tiny profile).
 
@@ -186,5 +216,5 @@ def benchmark_names(profile: str = "tiny", gradable_only: bool = False) -> list[
     return [n for n, b in BENCHMARKS[registry_of(profile)].items() if b.gradable or not gradable_only]
 
 
-__all__ = ["BENCHMARKS", "EVAL_SOURCES_FILE", "EVAL_TEMPERATURE", "EVAL_TOP_P", "Benchmark", "benchmark_names",
-           "get_benchmark", "tiny_eval_size"]
+__all__ = ["BENCHMARKS", "EVAL_SOURCES_FILE", "EVAL_TEMPERATURE", "EVAL_TOP_P", "Benchmark", "ProblemSet",
+           "benchmark_names", "get_benchmark", "tiny_eval_size"]

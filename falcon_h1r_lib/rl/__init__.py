@@ -36,7 +36,7 @@ size (the tiny preset's 16, not width 32's 8); the KV cache is ``VLLM_CPU_KVCACH
 
 Modules: ``data`` (the RL pool and the Fig. 9 filter), ``rewards`` (verifier + format penalty as one TRL reward),
 ``trainer`` and ``backfill`` (the GRPOTrainer subclass), ``stage`` (config, policy, data, resume, ``run``),
-``report`` (curves, SFT-vs-RL accuracy, Table 2).
+``report`` (curves, SFT-vs-RL accuracy, the pass@k headroom check, Table 2).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""What notebook 04 shows from the stage's files: the Fig. 6 curves, the SFT-vs-RL accuracy (added to the stage's
-``metrics.json``) and [P] Table 2 beside this run's recipe. Separate from ``stage`` because it reads results and
-never trains.
+"""What notebook 04 shows from the stage's files: the Fig. 6 curves, the SFT-vs-RL accuracy and the RL headroom
+check (pass@k curves of SFT and RL on held-out problems and on a sample of the problems RL trained on), both added
+to the stage's ``metrics.json``, and [P] Table 2 beside this run's recipe. Separate from ``stage`` because it reads
+results and samples checkpoints, but never trains.
 """
 
 from __future__ import annotations
@@ -89,15 +90,155 @@ def accuracy_from_evaluation(eval_record: Mapping[str, Any], labels: Mapping[str
 
 def record_accuracy(cfg: RLStageConfig, accuracy: Mapping[str, Any]) -> dict[str, Any]:
     """Add SFT-vs-RL accuracies to ``runs/<profile>/04_rl/metrics.json`` (written by ``run``)."""
+    return _add_to_metrics(cfg, accuracy)
+
+
+def _add_to_metrics(cfg: RLStageConfig, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Lay ``extra`` over the metrics of ``runs/<profile>/04_rl/metrics.json``; ValueError when another config
+    wrote that file (the stage must run with this one first)."""
     from falcon_h1r_lib.metrics import read_metrics, write_metrics
 
     record = read_metrics(cfg.STAGE, cfg.profile)
     if record.get("config_hash") != cfg.config_hash():
         raise ValueError(f"{cfg.STAGE}: metrics.json was written by another config ({record.get('config_hash')}); "
                          "run the stage first")
-    metrics = {**record["metrics"], **accuracy}
+    metrics = {**record["metrics"], **extra}
     write_metrics(cfg, metrics, wall_time_s=record["wall_time_s"], reads=record.get("reads", []))
     return metrics
+
+
+# --------------------------------------------------------------------------------------------
+# RL headroom: pass@k curves of SFT and RL on held-out problems and on the problems RL trained on
+# --------------------------------------------------------------------------------------------
+
+HELD_OUT, RL_POOL = "held-out", "rl-pool"  # the two kinds of headroom set
+
+
+def headroom_seed(cfg: RLStageConfig) -> int:
+    """Root seed of the headroom samples: the stage's seed + 1. The Fig. 9 filter sampled each pool problem with
+    ``cfg.seed`` at the evaluation's temperature and top-p and kept problems by those very outcomes; per-sample
+    seeds (``generation.sample_seed``) would replay them, inflating the SFT model's pass@k on the kept problems."""
+    return cfg.seed + 1
+
+
+def headroom_config(cfg: RLStageConfig, max_problems: int | None):
+    """The SFT-vs-RL evaluation settings (``evaluation_config``) with ``headroom_samples`` samples per problem,
+    ``max_problems`` problems per set (None: all of a given list) and the headroom's own seed (``headroom_seed``)."""
+    from falcon_h1r_lib.evaluation import stage_config
+    from falcon_h1r_lib.evaluation.headroom import power_of_two_ks
+    from falcon_h1r_lib.tokenizer import system_turn
+
+    return stage_config(cfg.profile, seed=headroom_seed(cfg), benchmarks=list(cfg.eval_benchmarks),
+                        max_problems=max_problems, samples_per_problem=cfg.headroom_samples,
+                        pass_ks=power_of_two_ks(cfg.headroom_samples), system_prompt=system_turn(cfg.system_prompt))
+
+
+def headroom_sets(cfg: RLStageConfig, trained: Sequence[Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """The problem sets of the headroom check, ``{name: {"kind", "benchmark", "config"}}``: every held-out
+    ``eval_benchmarks`` set (its first ``headroom_max_problems``), then per RL domain ``rl-pool-<domain>``, a seeded
+    sample of at most ``headroom_max_problems`` of the problems RL trained on (``trained``; default
+    ``stage.trained_problems``: the Fig. 9 filter's kept rows), split evenly over ``cfg.domains``
+    (``rl.data.cap_per_domain``). Both kinds are sampled with the same protocol; the pool's response budget is
+    RL's own ``max_completion_length``."""
+    from falcon_h1r_lib.evaluation.benchmarks import ProblemSet, get_benchmark
+    from falcon_h1r_lib.rl import data as rl_data
+    from falcon_h1r_lib.rl.stage import trained_problems
+
+    held = headroom_config(cfg, cfg.headroom_max_problems)
+    sets = {name: {"kind": HELD_OUT, "benchmark": get_benchmark(name, cfg.profile), "config": held}
+            for name in cfg.eval_benchmarks}
+    trained = list(trained_problems(cfg) if trained is None else trained)
+    sample = (rl_data.cap_per_domain(trained, cfg.headroom_max_problems, cfg.domains, cfg.seed)
+              if len(trained) > cfg.headroom_max_problems else trained)
+    pool = headroom_config(cfg, None)
+    for domain in cfg.domains:
+        problems = tuple(p for p in sample if p["domain"] == domain)
+        if not problems:
+            raise ValueError(f"{cfg.STAGE}: RL trained on no {domain!r} problem; nothing to sample for its headroom")
+        bench = ProblemSet(name=f"{RL_POOL}-{domain}", profile=cfg.profile, domain=domain,
+                           samples_per_problem=cfg.headroom_samples, max_new_tokens=cfg.max_completion_length,
+                           paper_table="", problems=problems,
+                           note=f"a seeded sample of the {len(trained)} problems RL trained on (Fig. 9 filter kept)")
+        sets[bench.name] = {"kind": RL_POOL, "benchmark": bench, "config": pool}
+    return sets
+
+
+def headroom(cfg: RLStageConfig, metrics: Mapping[str, Any], sets: Mapping[str, Mapping[str, Any]] | None = None,
+             ) -> dict[str, Any]:
+    """Sample the SFT and the RL model ``headroom_samples`` times on every ``headroom_sets`` set, store traces and
+    grades under ``runs/<profile>/04_rl/headroom/`` (``evaluation.pipeline.evaluate_benchmark``: reused when model,
+    problems, prompts and sampling are unchanged) and return a JSON-ready record: ``{"seed", "samples_per_problem",
+    "wall_s", "sets": {name: {"kind", "domain", "n_problems", "max_new_tokens", "note", "models": {"sft" | "rl":
+    {"model", "grades_file", "traces_file", "traces_reused", "sample_wall_s", "pass_at_1", "n_samples"}}}}}``.
+    ``metrics``: ``run``'s (the RL model's folder)."""
+    from falcon_h1r_lib import stages
+    from falcon_h1r_lib.evaluation.pipeline import evaluate_benchmark, make_backend
+    from falcon_h1r_lib.generation import close_backend
+    from falcon_h1r_lib.metrics import Stopwatch
+
+    watch = Stopwatch()
+    sets = headroom_sets(cfg) if sets is None else sets
+    out = stages.output_path(cfg.STAGE, "headroom", cfg.profile)
+    record: dict[str, Any] = {"seed": headroom_seed(cfg), "samples_per_problem": cfg.headroom_samples, "sets": {
+        name: {"kind": s["kind"], "domain": s["benchmark"].domain, "note": s["benchmark"].note, "models": {}}
+        for name, s in sets.items()}}
+    for label, model in compared_models(cfg, metrics).items():
+        backend, tokenizer = make_backend(next(iter(sets.values()))["config"], model)
+        try:
+            for name, s in sets.items():
+                summary = evaluate_benchmark(s["config"], s["benchmark"], backend, tokenizer, model, label, out)
+                record["sets"][name].update(n_problems=summary["n_problems"], max_new_tokens=summary["max_new_tokens"])
+                record["sets"][name]["models"][label] = {
+                    "model": model, **{k: summary[k] for k in ("grades_file", "traces_file", "traces_reused",
+                                                              "sample_wall_s", "pass_at_1", "n_samples")}}
+        finally:
+            close_backend(backend)
+    record["wall_s"] = round(watch.seconds(), 3)
+    return record
+
+
+def headroom_tables(cfg: RLStageConfig, record: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(curves, change) frames from a ``headroom`` record's grade files. ``curves``: one row per (set, model,
+    level, k) with ``evaluation.headroom.CURVE_COLUMNS`` (group = "all" or the level); ``change``: RL minus SFT per
+    (set, level, k) with ``COMPARE_COLUMNS`` (``evaluation.headroom.compare_curves``, paired over problems).
+    Levels come from the graded problems' ``difficulty``; a set without levels has the "all" curve only.
+    Bootstrap seeded with ``cfg.seed``."""
+    import pandas as pd
+
+    from falcon_h1r_lib.evaluation.headroom import compare_curves, pass_at_k_curve
+
+    curves, change = [], []
+    for name, s in record["sets"].items():
+        grades = {label: pd.read_parquet(resolve_path(m["grades_file"])) for label, m in s["models"].items()}
+        by = "difficulty" if all(g["difficulty"].notna().all() for g in grades.values()) else None
+        for label, g in grades.items():
+            curves.append(pass_at_k_curve(g, by=by, seed=cfg.seed).assign(set=name, kind=s["kind"], model=label))
+        if {"sft", "rl"} <= set(grades):
+            change.append(compare_curves(grades["sft"], grades["rl"], by=by, seed=cfg.seed)
+                          .assign(set=name, kind=s["kind"]))
+    first = ["set", "kind"]
+    curves_df = pd.concat(curves, ignore_index=True)
+    curves_df = curves_df[first + ["model"] + [c for c in curves_df.columns if c not in (*first, "model")]]
+    change_df = pd.concat(change, ignore_index=True) if change else pd.DataFrame(columns=first)
+    change_df = change_df[first + [c for c in change_df.columns if c not in first]]
+    return curves_df, change_df
+
+
+def record_headroom(cfg: RLStageConfig, record: Mapping[str, Any], curves, change) -> dict[str, Any]:
+    """Write ``curves`` and ``change`` (``headroom_tables``) as ``runs/<profile>/04_rl/headroom_pass_at_k.csv`` and
+    ``headroom_rl_minus_sft.csv`` and add ``{"headroom": {**record, "curves": [...], "rl_minus_sft": [...]}}`` to the
+    stage's ``metrics.json`` (ValueError when another config wrote it); returns the metrics."""
+    from falcon_h1r_lib import stages
+    from falcon_h1r_lib.paths import repo_relative
+
+    files = {}
+    for key, frame in (("headroom_curves", curves), ("headroom_change", change)):
+        path = stages.output_path(cfg.STAGE, key, cfg.profile)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(path, index=False)
+        files[key] = repo_relative(path)
+    return _add_to_metrics(cfg, {"headroom": {**record, "files": files, "curves": curves.to_dict(orient="records"),
+                                              "rl_minus_sft": change.to_dict(orient="records")}})
 
 
 # [P] Table 2 row -> our config field (paper_results.yaml names the rows)

@@ -175,6 +175,35 @@ def _filter_cached(out: Path, key: str) -> bool:
     return (out / rl_data.FILTER_FILE).exists() and key_file.exists() and key_file.read_text().strip() == key
 
 
+def _pool(cfg: RLStageConfig) -> tuple[list[dict], list[dict[str, Any]], str]:
+    """(pool, funnel rows, filter key) from notebook 02's files and recorded config (``rl_data.build_pool``)."""
+    from falcon_h1r_lib.data import build
+
+    cfg02 = stages.recorded_config("02_data_curation", cfg.profile)
+    for name in ("rl_problems", "sft"):
+        stages.require("02_data_curation", name, cfg.profile)
+    pool, funnel = rl_data.build_pool(cfg, cfg02, build.load_output(cfg02, "rl_problems"),
+                                      build.load_output(cfg02, "sft"))
+    return pool, funnel, rl_data.filter_key(cfg, pool, weights_fingerprint(sft_model_path(cfg)))
+
+
+def trained_problems(cfg: RLStageConfig) -> list[dict]:
+    """The problems GRPO trained on (the Fig. 9 filter's kept rows, pool order), rebuilt as ``prepare_data`` builds
+    them from notebook 02's files and the filter file this stage wrote; never samples. Raises MissingStageOutput
+    (naming notebook 04) when that filter file is missing or belongs to another SFT model, pool or filter setting."""
+    import pandas as pd
+
+    pool, _, key = _pool(cfg)
+    out = cfg.run_dir(create=False)
+    if not _filter_cached(out, key):
+        raise stages.MissingStageOutput(
+            f"{repo_relative(out / rl_data.FILTER_FILE)}: no Fig. 9 filter results for this SFT model, pool and "
+            f"filter setting; run notebook 04 ({stages.stage(cfg.STAGE).notebook.name}) or "
+            f"`{stages.stage(cfg.STAGE).command(cfg.profile)}` first")
+    kept, _ = rl_data.apply_filter(pool, rl_data.table_outcomes(pd.read_parquet(out / rl_data.FILTER_FILE)), cfg)
+    return kept
+
+
 def prepare_data(cfg: RLStageConfig, out: Path, model=None, tokenizer=None) -> tuple[list[dict], dict[str, Any]]:
     """Pool -> Fig. 9 filter (k SFT rollouts, cached on disk by ``filter_key``) -> training rows + report.
 
@@ -183,15 +212,9 @@ def prepare_data(cfg: RLStageConfig, out: Path, model=None, tokenizer=None) -> t
     process the filter file must exist (run ``--filter-only`` once, single process, first)."""
     import pandas as pd
 
-    from falcon_h1r_lib.data import build
     from falcon_h1r_lib.tokenizer import system_turn
 
-    cfg02 = stages.recorded_config("02_data_curation", cfg.profile)
-    for name in ("rl_problems", "sft"):
-        stages.require("02_data_curation", name, cfg.profile)
-    pool, funnel = rl_data.build_pool(cfg, cfg02, build.load_output(cfg02, "rl_problems"),
-                                      build.load_output(cfg02, "sft"))
-    key = rl_data.filter_key(cfg, pool, weights_fingerprint(sft_model_path(cfg)))
+    pool, funnel, key = _pool(cfg)
     path = out / rl_data.FILTER_FILE
     cached = _filter_cached(out, key)
     if cached:
@@ -250,7 +273,8 @@ def _jsonl_callback(path: Path):
 
 # Fields that do not change what a step computes: a checkpoint stays resumable when only these differ.
 _RESUME_NEUTRAL = ("max_steps", "save_steps", "save_total_limit", "logging_steps", "resume", "num_threads",
-                   "eval_benchmarks", "eval_max_problems", "eval_samples_per_problem", "report_to")
+                   "eval_benchmarks", "eval_max_problems", "eval_samples_per_problem", "headroom_samples",
+                   "headroom_max_problems", "report_to")
 
 
 def run_fingerprint(cfg: RLStageConfig) -> str:
