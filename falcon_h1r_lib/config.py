@@ -30,6 +30,12 @@ from falcon_h1r_lib.paths import PROFILES, check_profile, profiles_dir, resolve_
 # full profile at CPU size (tests/test_rehearsal.py allows it to differ from full on size keys only).
 PROFILE_PARENT = {"rehearsal": "full"}
 DOMAINS = ("math", "code", "science", "other")  # the data domains of [P] Fig. 3 that stage configs name
+# transformers.SchedulerType's values (transformers 5.17, trainer_utils.py), the `lr_scheduler_type` choices of SFT
+# and RL; written out because importing transformers takes seconds (tests/test_config.py compares the two).
+LR_SCHEDULER_TYPES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                      "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                      "warmup_stable_decay", "greedy")
+DEVICE_PATTERN = r"cpu|cuda(:[0-9]+)?"  # a torch device a stage may run on: cpu, cuda or cuda:N
 
 
 def is_tiny(profile: str) -> bool:
@@ -47,6 +53,20 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+_YAML12_FLOAT = re.compile(r"([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))[eE]([-+]?)([0-9]+)")
+
+
+def _float_hint(value: Any) -> str:
+    """For a string like ``1e-5`` (a float to YAML 1.2 and Python, a string to PyYAML's YAML 1.1, which wants a
+    dot and a signed exponent): a hint spelling it the YAML 1.1 way; "" for anything else."""
+    match = _YAML12_FLOAT.fullmatch(value) if isinstance(value, str) else None
+    if not match:
+        return ""
+    mantissa, sign, exponent = match.groups()
+    spelled = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{sign or '+'}{exponent}"
+    return f" (YAML 1.1 reads {value} as a string: write {spelled})"
+
+
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it (lists become tuples for tuple fields)."""
     origin = typing.get_origin(tp)
@@ -60,7 +80,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
                 return _coerce(value, arm, key, source)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(f"{source}: key {key!r}: {value!r} is not a {_type_name(tp)}")
+        hint = _float_hint(value) if float in args else ""
+        raise ConfigError(f"{source}: key {key!r}: {value!r} is not a {_type_name(tp)}{hint}")
     if tp is type(None):
         if value is None:
             return None
@@ -90,7 +111,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         }
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: key {key!r}: expected float, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{source}: key {key!r}: expected float, got {type(value).__name__} {value!r}"
+                              f"{_float_hint(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -120,7 +142,8 @@ _INTERVAL = re.compile(r"([\[(])\s*([^,\s]+)\s*,\s*([^,\s\])]+)\s*([\])])")
 
 @functools.cache
 def _interval(text: str) -> tuple[float, float, bool, bool]:
-    """``"[0, 1)"`` -> (0.0, 1.0, low closed, high closed); ``inf`` means no bound on that side."""
+    """``"[0, 1)"`` -> (0.0, 1.0, low closed, high closed). ``inf`` / ``-inf`` are bounds like any other: an open
+    ``inf)`` admits every finite number and refuses inf itself (no key has a use for an infinite value)."""
     match = _INTERVAL.fullmatch(text.strip())
     if not match:
         raise ValueError(f"{text!r} is not an interval like '[0, 1)' or '(0, inf)'")
@@ -129,10 +152,19 @@ def _interval(text: str) -> tuple[float, float, bool, bool]:
 
 
 def _in_interval(value: Any, text: str) -> bool:
+    """Whether the number ``value`` lies in the interval ``text``; nan lies in none."""
     low, high, low_closed, high_closed = _interval(text)
-    above = math.isinf(low) or (low <= value if low_closed else low < value)
-    below = math.isinf(high) or (value <= high if high_closed else value < high)
+    above = low <= value if low_closed else low < value
+    below = value <= high if high_closed else value < high
     return above and below and not (isinstance(value, float) and math.isnan(value))
+
+
+def check_system_prompt(stage: str, value: str | None) -> None:
+    """Raise ConfigError when a stage's ``system_prompt`` is blank: None, not "", is how a stage asks for Falcon's
+    system prompt (``tokenizer.system_turn``); an empty system turn would train or sample without the prompt."""
+    if value is not None and not value.strip():
+        raise ConfigError(f"{stage}: key 'system_prompt' is blank ({value!r}): give the system turn's text, or "
+                          "null (None in a notebook) for Falcon's system prompt (tokenizer.FALCON_SYSTEM_PROMPT)")
 
 
 def _annotations(cls: type) -> dict[str, Any]:
@@ -145,48 +177,65 @@ class StageConfig:
 
     STAGE: ClassVar[str] = ""
     # key -> interval its value must lie in, e.g. "[0, 1)", "(0, inf)"; a list must be non-empty with every item
-    # inside; null passes where the field may be null. Checks across keys stay in each __post_init__.
-    RANGES: ClassVar[dict[str, str]] = {}
+    # inside, a mapping non-empty with every value inside; null passes where the field may be null. A subclass's
+    # tables add to its bases'. Checks across keys stay in each __post_init__.
+    RANGES: ClassVar[dict[str, str]] = {"seed": f"[0, {2**32})"}  # numpy's seeds: 0 <= seed < 2**32
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {}  # key -> allowed values (a list: non-empty, each allowed)
+    PATTERNS: ClassVar[dict[str, str]] = {}  # key -> regular expression the whole string must match
 
     profile: str = "tiny"  # which profile these values come from
     seed: int = 0  # root seed; each component derives its own RNG from it
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """A table naming a key the class lacks, or a malformed interval, fails at import, not at first use."""
+        """Lays the class's RANGES / CHOICES / PATTERNS over its bases'. A table naming a key the class lacks, or a
+        malformed interval or pattern, raises TypeError / ValueError / re.error at import, not at first use."""
         super().__init_subclass__(**kwargs)
-        unknown = sorted((set(cls.RANGES) | set(cls.CHOICES)) - set(_annotations(cls)))
+        for table in ("RANGES", "CHOICES", "PATTERNS"):
+            merged = {k: v for klass in reversed(cls.__mro__) for k, v in vars(klass).get(table, {}).items()}
+            setattr(cls, table, merged)
+        unknown = sorted((set(cls.RANGES) | set(cls.CHOICES) | set(cls.PATTERNS)) - set(_annotations(cls)))
         if unknown:
-            raise TypeError(f"{cls.__name__}: RANGES/CHOICES name unknown key(s) {unknown}")
+            raise TypeError(f"{cls.__name__}: RANGES/CHOICES/PATTERNS name unknown key(s) {unknown}")
         for text in cls.RANGES.values():
             _interval(text)
+        for pattern in cls.PATTERNS.values():
+            re.compile(pattern)
 
     def __post_init__(self) -> None:
         check_profile(self.profile)
         self._check_tables()
 
     def _check_tables(self) -> None:
-        """Raise ConfigError naming the first key outside its RANGES interval or CHOICES."""
+        """Raise ConfigError naming the first key outside its RANGES interval or CHOICES, or not matching its
+        PATTERNS expression."""
         nullable = {f.name for f in dataclasses.fields(self) if "None" in str(f.type)}
-        for name, rule in [*self.RANGES.items(), *self.CHOICES.items()]:
+        rules = [*self.RANGES.items(), *self.CHOICES.items(), *self.PATTERNS.items()]
+        for name, rule in rules:
             value = getattr(self, name)
             if value is None and name in nullable:
                 continue
-            is_list = isinstance(value, (list, tuple))
-            items = list(value) if is_list else [value]
+            is_list, is_map = isinstance(value, (list, tuple)), isinstance(value, dict)
+            items = list(value.values()) if is_map else list(value) if is_list else [value]
             if name in self.RANGES:
                 ok, wanted = bool(items) and all(_in_interval(v, rule) for v in items), f"in {rule}"
-            else:
+            elif name in self.CHOICES:
                 ok, wanted = bool(items) and all(v in rule for v in items), f"one of {list(rule)}"
+            else:
+                ok, wanted = bool(re.fullmatch(rule, value)), f"a string matching {rule!r}"
             if not ok:
-                what = "a non-empty list with every item " if is_list else ""
+                what = ("a non-empty list with every item " if is_list
+                        else "a non-empty mapping with every value " if is_map else "")
                 null = " or null" if name in nullable else ""
                 shown = list(value) if is_list else repr(value)
                 raise ConfigError(f"{self.STAGE}: key {name!r} must be {what}{wanted}{null}, got {shown}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "<dict>") -> StageConfig:
-        """Build from a mapping; unknown keys and wrong types raise ConfigError naming the key."""
+        """Build from a mapping read from ``source`` (a file, the notebook's parameters, a recorded metrics.json).
+
+        Raises ConfigError starting with ``source``: for a non-mapping, unknown keys, a wrong type, a value outside
+        its range or choices, or values that disagree with each other (the checks of ``__post_init__``).
+        """
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: expected a mapping of {cls.__name__} fields, got {type(values).__name__}")
         hints = typing.get_type_hints(cls)
@@ -199,8 +248,8 @@ class StageConfig:
         kwargs = {k: _coerce(v, hints[k], k, source) for k, v in values.items()}
         try:
             return cls(**kwargs)
-        except ConfigError:
-            raise
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from err
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{source}: {cls.__name__}: {err}") from err
 
@@ -289,15 +338,53 @@ def profile_path(stage: str, profile: str) -> Path:
     return profiles_dir() / profile / f"{stage}.yaml"
 
 
-def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
-    """A YAML file's top-level mapping ({} for an empty file); ConfigError names the file otherwise."""
+class _DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping raises _DuplicateKeyError (PyYAML would
+    keep the last one silently: a recipe edited at the bottom of a file while the top still says the old value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden, by design
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable):
+                if key in first:
+                    raise _DuplicateKeyError(key, line, first[key])
+                first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A YAML file's document (None for an empty file), read with PyYAML's safe loader.
+
+    Raises ConfigError naming the file when it is missing, not valid YAML, or gives a key twice in one mapping
+    (then with the line: ``<file>:<line>: duplicate key 'seed'``; PyYAML alone would keep the last silently).
+    """
     path = resolve_path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except _DuplicateKeyError as err:
+        raise ConfigError(f"{path}:{err.line}: duplicate key {err.key!r} (first given on line {err.first_line}); "
+                          "YAML would keep only the last value: delete one") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
+
+
+def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML file's top-level mapping ({} for an empty file). Raises ConfigError naming the file as ``read_yaml``
+    does, and when the document is not a mapping."""
+    path = resolve_path(path)
+    values = read_yaml(path) or {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
     return values

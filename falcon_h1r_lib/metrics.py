@@ -1,7 +1,8 @@
 """Stage records: each stage writes one ``metrics.json`` that later notebooks read.
 
 A record holds the measured numbers plus what is needed to trust them: the config and its hash,
-seed, git commit, package versions and wall time (STYLE rule 4: stages meet only through files).
+seed, git commit, package versions and wall time (stages meet only through files, so a later stage reads
+this record, never the YAML the stage was planned with).
 """
 
 from __future__ import annotations

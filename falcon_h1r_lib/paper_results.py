@@ -1,7 +1,7 @@
 """The paper's published numbers (`data_manifests/paper_results.yaml`), checked and served as tables.
 
-They are the "paper" column beside every measured result (STYLE 16); the YAML holds quoted values
-only, each table with its source tag, so nothing here computes or invents a number.
+They are the "paper" column beside every measured result; the YAML holds quoted values only, each table with
+its source tag, so nothing here computes or invents a number.
 """
 
 from __future__ import annotations

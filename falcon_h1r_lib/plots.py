@@ -1,6 +1,6 @@
 """Every figure of the notebooks, one function per figure, drawn from measured files; the shared style.
 
-Figures are written only by code, only from measured or quoted files (STYLE rule 17): each function takes a
+Figures are written only by code, only from measured or quoted files (never drawn by hand): each function takes a
 metrics dict or a frame built from one and returns the Figure; the notebook shows it and saves it with
 ``save_figure`` under the paper figure or table it mirrors, e.g. ``fig8_throughput`` or ``table7_deepconf``.
 """

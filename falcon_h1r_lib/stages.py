@@ -1,22 +1,25 @@
 """The pipeline's stages and what each one hands to the next: one table of stage names and output paths.
 
-Stages meet only through files under ``runs/<profile>/<NN_stage>/`` (STYLE rule 4). A later stage asks this
+Stages meet only through files under ``runs/<profile>/<NN_stage>/``, never through each other's code or YAML. A later stage asks this
 module for an earlier stage's output and gets its path, or the config that stage ran with (recorded in its
 ``metrics.json``), or an error that names the missing folder and the notebook or command that writes it.
-Nothing here re-runs a stage: if notebook 02 ran with other parameters, SFT trains on what 02 wrote.
+Nothing here re-runs a stage: if notebook 02 ran with other parameters, SFT trains on what 02 wrote, and a later
+stage's fingerprint holds a digest of what it read (``recorded_hash``, ``data.build.output_digest``), so its saved
+model is retrained rather than kept stale. ``require_models`` checks the checkpoints notebooks 05 and 06 compare
+against this table. A profile runs the stages it has a YAML for (the rehearsal has none for notebook 01).
 
 Every stage is importable and launchable the same way: ``falcon_h1r_lib.<package>.run(cfg)`` and
-``python -m falcon_h1r_lib.<package> --config FILE`` (STYLE rule 3).
+``python -m falcon_h1r_lib.<package> --config FILE``: one entry-point pattern.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from falcon_h1r_lib.config import STAGE_CONFIGS, ConfigError, StageConfig
-from falcon_h1r_lib.paths import notebooks_dir, repo_relative, stage_dir
+from falcon_h1r_lib.config import STAGE_CONFIGS, ConfigError, StageConfig, profile_path
+from falcon_h1r_lib.paths import PROFILES, notebooks_dir, repo_relative, resolve_path, runs_root, stage_dir
 
 
 class MissingStageOutput(ConfigError):
@@ -37,8 +40,14 @@ class Stage:
         return notebooks_dir() / f"{self.name}.ipynb"
 
     def command(self, profile: str) -> str:
-        """The shell command that (re)writes this stage's outputs for ``profile``."""
-        return f"python -m falcon_h1r_lib.{self.package} --config falcon_h1r_lib/profiles/{profile}/{self.name}.yaml"
+        """The shell command that (re)writes this stage's outputs for ``profile``. A profile runs the stages it has a
+        YAML for (the rehearsal has none for notebook 01: ``rehearsal.SLURM_STAGES`` does not rehearse it); for
+        any other stage this raises ConfigError naming the missing file."""
+        config = profile_path(self.name, profile)
+        if not config.exists():
+            raise ConfigError(f"{self.name}: no {repo_relative(config)}: the {profile} profile does not run "
+                              f"{self.name}")
+        return f"python -m falcon_h1r_lib.{self.package} --config {repo_relative(config)}"
 
 
 _METRICS = {"metrics": "metrics.json"}
@@ -96,9 +105,14 @@ def output_path(name: str, key: str, profile: str = "tiny") -> Path:
 
 def _missing(name: str, profile: str, what: Path) -> MissingStageOutput:
     s = stage(name)
-    how = (f"run notebook {repo_relative(s.notebook)}" if profile == "tiny"
-           else f"run `{s.command(profile)}` (or notebook {repo_relative(s.notebook)} with the {profile} profile)")
-    return MissingStageOutput(f"{what} does not exist: {how} first. Later stages read what {name} wrote; "
+    if profile == "tiny":
+        how = f"run notebook {repo_relative(s.notebook)} first"
+    elif profile_path(name, profile).exists():
+        how = f"run `{s.command(profile)}` (or notebook {repo_relative(s.notebook)} with the {profile} profile) first"
+    else:
+        how = (f"the {profile} profile does not run {name} (no {repo_relative(profile_path(name, profile))}), so "
+               f"nothing of the {profile} profile may need it")
+    return MissingStageOutput(f"{what} does not exist: {how}. Later stages read what {name} wrote; "
                               "they never rebuild it.")
 
 
@@ -112,6 +126,65 @@ def require(name: str, key: str, profile: str = "tiny") -> Path:
     if not path.exists():
         raise _missing(name, profile, path)
     return path
+
+
+def started(name: str, key: str, profile: str = "tiny") -> bool:
+    """Whether stage ``name`` has begun writing output ``key`` or finished (``metrics.json``): a stage that has not
+    started may be left out by a later one (``require_models``' ``optional``), a started one must be complete."""
+    return output_path(name, "metrics", profile).exists() or output_path(name, key, profile).exists()
+
+
+def output_of(path: str | Path) -> tuple[str, str, str] | None:
+    """(stage, output key, profile) when ``path`` (``runs/...``, relative to the repo root, or absolute) is one of
+    the table's outputs, ``<runs root>/<profile>/<stage>/<output>``; None for any other path or a Hub id."""
+    try:
+        parts = resolve_path(path).resolve().relative_to(runs_root().resolve()).parts
+    except ValueError:
+        return None
+    if len(parts) != 3 or parts[0] not in PROFILES or parts[1] not in _BY_NAME:
+        return None
+    keys = [k for k, rel in _BY_NAME[parts[1]].outputs.items() if rel == parts[2]]
+    return (parts[1], keys[0], parts[0]) if keys else None
+
+
+def require_models(models: Mapping[str, str], optional: Collection[str] = ()) -> dict[str, str]:
+    """``models`` ({label: checkpoint path or Hub id}, in order) checked against the stage table: a path that is a
+    stage's output (``output_of``) must be complete (``require``: the stage's ``metrics.json`` and the output), so a
+    half-written stage is refused. A model of a stage named in ``optional`` that has not ``started`` is left out,
+    unless none would be left. Other paths and Hub ids pass as given (loading checks them).
+
+    Returns {label: path as given}. Raises MissingStageOutput naming the notebook (tiny) or command to run.
+    """
+    out: dict[str, str] = {}
+    skipped: list[tuple[str, str, str]] = []
+    for label, path in models.items():
+        found = output_of(path)
+        if found is not None:
+            name, key, profile = found
+            if name in optional and not started(name, key, profile):
+                skipped.append(found)
+                continue
+            require(name, key, profile)
+        out[label] = path
+    if not out and skipped:
+        require(*skipped[0])  # raises, naming what to run for the first of them
+    return out
+
+
+def recorded_hash(name: str, profile: str = "tiny") -> str:
+    """The ``config_hash`` stage ``name`` recorded in its ``metrics.json`` (what a later stage's fingerprint takes
+    from it). Raises MissingStageOutput when the stage has not run, ConfigError when the record has no hash."""
+    import json
+
+    path = require(name, "metrics", profile)
+    try:
+        value = json.loads(path.read_text())["config_hash"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: no readable 'config_hash' ({err!r}); re-run {repo_relative(stage(name).notebook)}"
+                          ) from err
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}: 'config_hash' must be a non-empty string, got {value!r}")
+    return value
 
 
 def recorded_config(name: str, profile: str = "tiny") -> StageConfig:

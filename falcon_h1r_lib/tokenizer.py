@@ -165,6 +165,31 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, path: str | Path) -> Path
     return path
 
 
+# what a saved tokenizer is made of (a model folder's weights are not: they do not change how text is tokenized)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "chat_template.jinja", "chat_template.json", "tokenizer.model", "vocab.json", "merges.txt")
+
+
+def tokenizer_digest(path: str | Path) -> str:
+    """sha256 over the ``TOKENIZER_FILES`` of a local tokenizer (or model) folder, so a stage's fingerprint follows
+    the tokenizer's contents, not where it lies; a Hub id (no such folder) is returned as given (pin it by revision).
+    Raises FileNotFoundError naming the folder when it holds none of those files."""
+    import hashlib
+
+    from falcon_h1r_lib.paths import resolve_path
+
+    folder = resolve_path(path)
+    if not folder.is_dir():
+        return str(path)
+    files = [folder / name for name in TOKENIZER_FILES if (folder / name).is_file()]
+    if not files:
+        raise FileNotFoundError(f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES)}) to fingerprint")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     """Load a tokenizer saved by `save_tokenizer` from a local directory (never the Hub)."""
     path = Path(path)

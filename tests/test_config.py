@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import re
 import subprocess
 import sys
 import typing
@@ -11,10 +13,19 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
+import yaml
 
 from falcon_h1r_lib import config as C
-from falcon_h1r_lib.configs import ArchitectureConfig, DeepConfConfig, RLStageConfig
+from falcon_h1r_lib.configs import (
+    ArchitectureConfig,
+    CurationConfig,
+    DeepConfConfig,
+    EvaluationConfig,
+    RLStageConfig,
+    SFTStageConfig,
+)
 from falcon_h1r_lib.paths import profiles_dir, repo_root
+from falcon_h1r_lib.stages import recorded_config
 
 NOTEBOOK_STAGES = ["01_architecture", "02_data_curation", "03_sft", "04_rl", "05_evaluation", "06_deepconf_scaling"]
 
@@ -99,38 +110,50 @@ def test_unknown_stage_is_named():
 
 
 def _just_outside(text: str, numeric: type) -> list[float]:
-    """Values just past each finite end of the interval ``text`` (ints step by 1, floats by one ulp)."""
+    """Values just past each end of the interval ``text`` (ints step by 1, floats by one ulp); past an open
+    infinite end lies the infinity itself, which a float key must refuse too."""
     low, high, low_closed, high_closed = C._interval(text)
     step = (lambda x, d: x + d) if numeric is int else (lambda x, d: math.nextafter(x, x + d))
     out = []
-    if not math.isinf(low):
-        out.append(numeric(low) if not low_closed else step(numeric(low), -1))
-    if not math.isinf(high):
-        out.append(numeric(high) if not high_closed else step(numeric(high), +1))
+    for bound, closed, direction in ((low, low_closed, -1), (high, high_closed, +1)):
+        if math.isinf(bound):
+            out += [bound] if numeric is float and not closed else []
+        else:
+            out.append(step(numeric(bound), direction) if closed else numeric(bound))
     return out
 
 
 def _number_type(tp) -> type:
-    """int or float: the number inside ``int``, ``float | None`` or ``tuple[int, ...]``."""
+    """int or float: the number inside ``int``, ``float | None``, ``tuple[int, ...]`` or ``dict[str, float]``."""
+    if typing.get_origin(tp) is dict:
+        return typing.get_args(tp)[1]
     args = [a for a in typing.get_args(tp) if a is not type(None) and a is not Ellipsis]
     return _number_type(args[0]) if args else tp
 
 
+def _shaped(cls, key: str, value):
+    """``value`` as ``key`` holds it: the one item of a list, the one value of a mapping (under a key of the
+    default mapping), or itself."""
+    origin = typing.get_origin(typing.get_type_hints(cls)[key])
+    if origin is tuple:
+        return (value,)
+    return {next(iter(getattr(cls(), key))): value} if origin is dict else value
+
+
 def _table_cases():
+    """(class, key, value) for a value just outside each RANGES interval, not among the CHOICES, not matching
+    the PATTERNS, and an empty list or mapping where the key holds several values."""
     for stage in NOTEBOOK_STAGES:
         cls = C.STAGE_CONFIGS[stage]
         hints = typing.get_type_hints(cls)
-        for key, text in cls.RANGES.items():
-            number = _number_type(hints[key])
-            is_list = typing.get_origin(hints[key]) is tuple
-            for value in _just_outside(text, number):
-                yield pytest.param(cls, key, (value,) if is_list else value, id=f"{stage}-{key}-{value}")
-            if is_list:
-                yield pytest.param(cls, key, (), id=f"{stage}-{key}-empty")
-        for key in cls.CHOICES:
-            is_list = typing.get_origin(hints[key]) is tuple
-            for value in ((("not-a-choice",), ()) if is_list else ("not-a-choice",)):
-                yield pytest.param(cls, key, value, id=f"{stage}-{key}-{value}")
+        cases = [(key, _shaped(cls, key, value)) for key, text in cls.RANGES.items()
+                 for value in _just_outside(text, _number_type(hints[key]))]
+        cases += [(key, _shaped(cls, key, "not-a-choice")) for key in cls.CHOICES]
+        cases += [(key, "not-a-match") for key in cls.PATTERNS]
+        cases += [(key, typing.get_origin(hints[key])()) for key in [*cls.RANGES, *cls.CHOICES]
+                  if typing.get_origin(hints[key]) in (tuple, dict)]
+        for key, value in cases:
+            yield pytest.param(cls, key, value, id=f"{stage}-{key}-{value}")
 
 
 @pytest.mark.parametrize("cls, key, value", list(_table_cases()))
@@ -179,6 +202,179 @@ def test_cross_key_checks_still_name_their_keys():
     with pytest.raises(C.ConfigError, match="vllm_max_model_length"):
         RLStageConfig(vllm_max_model_length=128)
     assert [f.name for f in dataclasses.fields(RLStageConfig)][:3] == ["profile", "seed", "sft_model_path"]
+
+
+INF, NAN = float("inf"), float("nan")
+# Values a break test found accepted: (config class, values, the key the error must name).
+ONCE_ACCEPTED = [
+    (SFTStageConfig, {"learning_rate": INF}, "learning_rate"),
+    (SFTStageConfig, {"num_train_epochs": INF}, "num_train_epochs"),
+    (SFTStageConfig, {"rope_theta": 0.0}, "rope_theta"),
+    (SFTStageConfig, {"adam_beta1": 1.0}, "adam_beta1"),
+    (SFTStageConfig, {"adam_beta2": -0.5}, "adam_beta2"),
+    (SFTStageConfig, {"weight_decay": -0.01}, "weight_decay"),
+    (SFTStageConfig, {"max_grad_norm": 0.0}, "max_grad_norm"),
+    (SFTStageConfig, {"lr_scheduler_type": "linear_warmup"}, "lr_scheduler_type"),
+    (SFTStageConfig, {"seed": -1}, "seed"),
+    (RLStageConfig, {"temperature": INF}, "temperature"),
+    (RLStageConfig, {"max_grad_norm": -1.0}, "max_grad_norm"),
+    (RLStageConfig, {"vllm_server_port": 0}, "vllm_server_port"),
+    (RLStageConfig, {"vllm_server_port": 65536}, "vllm_server_port"),
+    (RLStageConfig, {"epsilon": 0.3, "epsilon_high": 0.2}, "epsilon_high"),
+    (RLStageConfig, {"backfill": True, "cache_size": 0}, "cache_size"),
+    (RLStageConfig, {"lr_scheduler_type": "constant_warmup"}, "lr_scheduler_type"),
+    (RLStageConfig, {"seed": 2**32}, "seed"),
+    (EvaluationConfig, {"temperature": INF}, "temperature"),
+    (DeepConfConfig, {"temperature": -0.1}, "temperature"),
+    (DeepConfConfig, {"temperature": NAN}, "temperature"),
+    (DeepConfConfig, {"top_p": 0.0}, "top_p"),
+    (DeepConfConfig, {"top_p": 1.5}, "top_p"),
+    (CurationConfig, {"teacher_error_slope": INF}, "teacher_error_slope"),
+    (CurationConfig, {"teacher_error_slope": NAN}, "teacher_error_slope"),
+    (CurationConfig, {"teacher_error_slope": -0.5}, "teacher_error_slope"),  # data.teacher refuses it at run time
+    (CurationConfig, {"decontam_near_threshold": 1.5}, "decontam_near_threshold"),
+    (CurationConfig, {"domain_token_shares": {"math": INF}}, "domain_token_shares"),
+    (CurationConfig, {"domain_token_shares": {"math": NAN, "code": 1.0}}, "domain_token_shares"),
+    (CurationConfig, {"max_total_tokens": 0}, "max_total_tokens"),
+    (CurationConfig, {"max_rows_per_source": 0}, "max_rows_per_source"),
+    (CurationConfig, {"rl_domains": []}, "rl_domains"),
+    (CurationConfig, {"teacher_style": "terse"}, "teacher_style"),
+    (CurationConfig, {"hard_weight_max": INF}, "hard_weight_max"),
+    (ArchitectureConfig, {"analytic_context_lens": []}, "analytic_context_lens"),
+    (ArchitectureConfig, {"decode_context_lens": [256, 0]}, "decode_context_lens"),
+    (ArchitectureConfig, {"bench_lengths": [-1]}, "bench_lengths"),
+    (ArchitectureConfig, {"device": "gpu"}, "device"),
+    (ArchitectureConfig, {"device": "cuda:"}, "device"),
+    (ArchitectureConfig, {"seed": 2**32}, "seed"),
+]
+
+
+@pytest.mark.parametrize("cls, values, key", ONCE_ACCEPTED,
+                         ids=[f"{c.STAGE}-{v}" for c, v, _ in ONCE_ACCEPTED])
+def test_values_once_accepted_are_rejected_naming_the_key(cls, values, key):
+    with pytest.raises(C.ConfigError, match=f"'{key}'"):
+        cls.from_dict(values)
+
+
+def test_values_at_the_new_bounds_pass():
+    assert SFTStageConfig(adam_beta1=0.0, weight_decay=0.0, seed=2**32 - 1).seed == 2**32 - 1
+    assert RLStageConfig(vllm_server_port=65535, epsilon_high=0.2, backfill=False, cache_size=0).cache_size == 0
+    assert DeepConfConfig(temperature=0.0, top_p=1.0).temperature == 0.0
+    assert CurationConfig(decontam_near_threshold=None, max_total_tokens=None, teacher_style="verbose",
+                          teacher_error_slope=0.0).max_total_tokens is None
+    assert ArchitectureConfig(device="cuda:1").device == "cuda:1"
+    assert EvaluationConfig(device="cuda").device == "cuda"
+
+
+def test_open_infinite_bounds_exclude_infinity():
+    assert not C._in_interval(INF, "(0, inf)") and not C._in_interval(-INF, "(-inf, inf)")
+    assert C._in_interval(INF, "[0, inf]") and C._in_interval(1e308, "(0, inf)")
+
+
+def test_scheduler_names_are_transformers_scheduler_types():
+    """The static list (config.py must not import transformers: seconds) is transformers' SchedulerType."""
+    from transformers import SchedulerType
+
+    assert set(C.LR_SCHEDULER_TYPES) == {s.value for s in SchedulerType}
+    for cls in (SFTStageConfig, RLStageConfig):
+        assert cls.CHOICES["lr_scheduler_type"] == C.LR_SCHEDULER_TYPES
+
+
+def test_teacher_styles_are_the_teachers():
+    from falcon_h1r_lib.data.teacher import STYLES
+
+    assert set(CurationConfig.CHOICES["teacher_style"]) == set(STYLES)
+
+
+# Numeric keys checked only against other keys, in __post_init__ (the cross-key rule says where each lies).
+CROSS_KEY_ONLY = {"03_sft": {"max_steps"}}  # -1 (the epochs decide) or positive
+
+
+@pytest.mark.parametrize("stage", NOTEBOOK_STAGES)
+def test_every_numeric_key_has_a_range(stage):
+    """A number with no rule is how nan, inf and negative sizes got through: each needs a RANGES interval."""
+    cls = C.STAGE_CONFIGS[stage]
+    hints = typing.get_type_hints(cls)
+    numeric = {k for k, tp in hints.items() if k in {f.name for f in dataclasses.fields(cls)}
+               and _number_type(tp) in (int, float)}
+    unchecked = numeric - set(cls.RANGES) - CROSS_KEY_ONLY.get(stage, set())
+    assert not unchecked, f"{cls.__name__}: numeric key(s) without a RANGES interval: {sorted(unchecked)}"
+
+
+@pytest.mark.parametrize("cls", [SFTStageConfig, RLStageConfig, EvaluationConfig, DeepConfConfig])
+@pytest.mark.parametrize("blank", ["", "   ", "\n\t"])
+def test_a_blank_system_prompt_is_refused(cls, blank):
+    """None asks for Falcon's prompt; an empty string would silently train or sample with an empty system turn."""
+    with pytest.raises(C.ConfigError, match="'system_prompt'.*None"):
+        cls.from_dict({"system_prompt": blank})
+    assert cls(system_prompt=None).system_prompt is None
+
+
+# ------------------------------------------------------------------------------ where a bad value came from
+
+
+def _from_yaml(tmp_path, monkeypatch, values):
+    path = tmp_path / "03_sft.yaml"
+    path.write_text(yaml.safe_dump({"profile": "tiny", **values}))
+    return lambda: SFTStageConfig.from_yaml(path), str(path)
+
+
+def _from_rehearsal_yaml(tmp_path, monkeypatch, values):
+    path = tmp_path / "03_sft.yaml"
+    path.write_text(yaml.safe_dump({"profile": "rehearsal", **values}))
+    return lambda: SFTStageConfig.from_yaml(path), f"{C.profile_path('03_sft', 'full')} + {path}"
+
+
+def _from_notebook_parameters(tmp_path, monkeypatch, values):
+    namespace = {**SFTStageConfig().to_dict(), **values}
+    return lambda: C.config_from_parameters(SFTStageConfig, namespace), "03_sft notebook parameters"
+
+
+def _from_recorded_metrics(tmp_path, monkeypatch, values):
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    metrics = tmp_path / "tiny" / "03_sft" / "metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"config": {**SFTStageConfig().to_dict(), **values}}))
+    return lambda: recorded_config("03_sft", "tiny"), str(metrics)
+
+
+@pytest.mark.parametrize("source", [_from_yaml, _from_rehearsal_yaml, _from_notebook_parameters,
+                                    _from_recorded_metrics])
+@pytest.mark.parametrize("values, key", [
+    ({"learning_rate": NAN}, "learning_rate"),  # a RANGES interval
+    ({"learning_rate": -0.1}, "learning_rate"),
+    ({"max_steps": 0}, "max_steps"),  # a check in __post_init__
+    ({"system_prompt": " "}, "system_prompt"),
+])
+def test_value_errors_name_their_source(tmp_path, monkeypatch, source, values, key):
+    load, where = source(tmp_path, monkeypatch, values)
+    with pytest.raises(C.ConfigError, match=f"^{re.escape(where)}: .*'{key}'"):
+        load()
+
+
+# ------------------------------------------------------------------------------ the YAML reader
+
+
+@pytest.mark.parametrize("text, line, key", [
+    ("profile: tiny\nseed: 0\nseed: 1\n", 3, "seed"),
+    ("profile: tiny\nvllm:\n  max_model_len: 1024\n  max_model_len: 2048\n", 4, "max_model_len"),
+])
+def test_duplicate_yaml_keys_are_refused_naming_file_line_and_key(tmp_path, text, line, key):
+    path = tmp_path / "05_evaluation.yaml"
+    path.write_text(text)
+    with pytest.raises(C.ConfigError, match=rf"^{re.escape(str(path))}:{line}: duplicate key '{key}'"):
+        C.read_yaml_mapping(path)
+
+
+def test_a_float_yaml_reads_as_a_string_gets_a_hint(tmp_path):
+    """YAML 1.1 (PyYAML) reads 1e-5 as a string: it wants a dot and a signed exponent."""
+    path = tmp_path / "03_sft.yaml"
+    path.write_text("profile: tiny\nlearning_rate: 1e-5\n")
+    with pytest.raises(C.ConfigError, match=r"'learning_rate'.*YAML 1\.1.*1\.0e-5"):
+        SFTStageConfig.from_yaml(path)
+    path.write_text("profile: tiny\ndecontam_near_threshold: 5e-1\n")  # a float | None key
+    with pytest.raises(C.ConfigError, match=r"'decontam_near_threshold'.*YAML 1\.1.*5\.0e-1"):
+        CurationConfig.from_yaml(path)
 
 
 # ------------------------------------------------------------------------------ the registry

@@ -296,6 +296,26 @@ def test_scaling_curves_tables_and_figure_frames():
     assert {"pass@1", "majority", "deepconf-low"} <= set(f1["method"])
 
 
+def test_per_problem_accuracies_average_to_the_curves():
+    """The per-problem rows behind the DeepConf power analysis are the same runs as the curves: their mean over
+    problems is the curve's accuracy, and a method that was not replayed is named."""
+    cfg = DeepConfConfig(budget=16, budgets=(1, 4, 8, 16), pool_size=24, runs=6, n_init=4, window=4, tail_tokens=4,
+                         bootstrap_resamples=50)
+    grid = X.replay_grid(_synthetic_pools(), cfg)
+    curves = X.curves_from_grid(grid, cfg)
+    frame = X.per_problem_frame(grid, 16)
+    assert list(frame["problem_id"]) == [f"p{i}" for i in range(5)]
+    for method in ("majority", "deepconf-low"):
+        assert frame[method].mean() == pytest.approx(X.at_budget(curves, method, 16)["accuracy"])
+        assert frame[f"{method}_tokens"].sum() == pytest.approx(X.at_budget(curves, method, 16)["tokens"])
+    with pytest.raises(KeyError, match="deepconf-low.*budget 2"):
+        grid.per_problem_accuracy("deepconf-low", 2)
+    power = X.claim_power({("m", "tiny-math"): frame}, 16)
+    assert power.loc[0, "n_problems"] == 5 and 0 < power.loc[0, "power_at_current"] < 1
+    wider = X.claim_power({("m", "tiny-math"): frame}, 16, margin=0.05)  # a looser margin needs fewer problems
+    assert wider.loc[0, "problems_needed"] <= power.loc[0, "problems_needed"]
+
+
 def test_cli_runs_the_experiment_on_a_tiny_random_model(tmp_path, tok, model):
     from falcon_h1r_lib.deepconf.__main__ import main
 

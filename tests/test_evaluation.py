@@ -351,10 +351,10 @@ def test_paper_vs_ours_layout(tmp_path):
 
 
 def test_profiles_carry_the_paper_protocol():
-    from falcon_h1r_lib.tokenizer import FALCON_SYSTEM_PROMPT, TINY_SYSTEM_PROMPT
+    from falcon_h1r_lib.tokenizer import FALCON_SYSTEM_PROMPT, TINY_SYSTEM_PROMPT, system_turn
 
     full = C.load_config("05_evaluation", "full")
-    assert full.system_prompt == FALCON_SYSTEM_PROMPT  # verbatim in the YAML
+    assert full.system_prompt is None and system_turn(full.system_prompt) == FALCON_SYSTEM_PROMPT  # as in 03/04/06
     assert EvaluationConfig().system_prompt == TINY_SYSTEM_PROMPT  # config.py cannot import the tokenizer
     assert (full.temperature, full.top_p, full.backend) == (0.6, 0.95, "vllm")
     assert all(get_benchmark(n, "full").gradable for n in full.benchmarks)
@@ -391,6 +391,23 @@ def test_requests_carry_the_configured_system_turn(checkpoint):
     (req,) = build_requests([{"id": "m1", "prompt": "2+2=?"}], tok, cfg)
     assert req.problem_id == "m1"
     assert req.prompt == f"<|im_start|>system\n{TINY_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\nQ: 2+2=? Put the answer in \\boxed{{}}.<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_a_null_system_prompt_samples_with_falcons_system_turn(checkpoint):
+    """None means Falcon's system prompt, resolved to its text before rendering (a model's own chat template may
+    have another default), so traces keyed by prompt text are shared with runs that spelled the prompt out."""
+    from falcon_h1r_lib.evaluation.pipeline import build_requests
+    from falcon_h1r_lib.tokenizer import FALCON_SYSTEM_PROMPT, load_tokenizer
+
+    class NoDefaultSystemTurn:  # a chat template that inserts no system turn of its own
+        def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+            return "".join(f"[{m['role']}] {m['content']}\n" for m in messages) + "[assistant]"
+
+    problems = [{"id": "m1", "prompt": "2+2=?"}]
+    for tok in (load_tokenizer(checkpoint), NoDefaultSystemTurn()):
+        (null,) = build_requests(problems, tok, EvaluationConfig(system_prompt=None))
+        (spelled,) = build_requests(problems, tok, EvaluationConfig(system_prompt=FALCON_SYSTEM_PROMPT))
+        assert null.prompt == spelled.prompt and FALCON_SYSTEM_PROMPT in null.prompt
 
 
 def test_cli_end_to_end(checkpoint, tmp_path):

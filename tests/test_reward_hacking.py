@@ -1,6 +1,6 @@
 """Reward hacking: what an RL policy could learn to write to be graded correct without being correct.
 
-The verifiers are both the RL reward and the evaluation metric (STYLE 13), so every exploit here must score
+The verifiers are both the RL reward and the evaluation metric, so every exploit here must score
 False through the same entry point RL uses (`rewards.verify`). Each code exploit pairs a wrong `add` with a
 trick that fooled the in-process grader this suite replaced (issue 13); an honest pair of solutions checks
 that the grader still grades. The rows of issue 13's table are at the end, each with its right value.

@@ -315,7 +315,8 @@ def test_resume_restores_backfill_counters_and_stream(tok, tmp_path):
     assert second.backfill_stats.rounds >= state["stats"]["rounds"] + 1
 
 
-def test_checkpoints_of_another_run_are_wiped_and_fingerprints_track_the_recipe(tmp_path):
+def test_checkpoints_of_another_run_are_wiped_and_fingerprints_track_the_recipe(tmp_path, monkeypatch):
+    monkeypatch.setattr(stage, "upstream_digest", lambda cfg: {"02_data_curation": "x"})  # notebook 02 "ran"
     (tmp_path / "checkpoints" / "checkpoint-5").mkdir(parents=True)
     ckpt_dir = tmp_path / "checkpoints"
     stage._checkpoints(ckpt_dir, "aaa")
@@ -372,6 +373,35 @@ def test_accuracy_from_evaluation_pairs_sft_and_rl_problem_by_problem(tmp_path):
     assert (paired["b_better"], paired["a_better"], paired["ties"]) == (2, 0, 1)
     with pytest.raises(KeyError, match="labelled 'base'"):
         report.accuracy_from_evaluation(record, {"sft": "base"})
+
+
+def test_power_analysis_reads_the_paired_grades_of_the_evaluation_record(tmp_path):
+    """Notebook 04's power table comes from this run's SFT and RL grades: more observed disagreement between the
+    two models per problem means more problems needed; a record without RL grades is named."""
+    import pandas as pd
+
+    def record(rl_rows):
+        sft_rows = [[True, False, False, False], [False, False, False, False], [True, True, False, False]] * 4
+        files = {}
+        for label, rows in (("sft", sft_rows), ("rl", rl_rows)):
+            path = tmp_path / f"{label}-{len(files)}-{id(rows)}.parquet"
+            pd.DataFrame([{"problem_id": f"p{i}", "sample_index": j, "correct": c}
+                          for i, row in enumerate(rows) for j, c in enumerate(row)]).to_parquet(path)
+            files[label] = str(path)
+        return {"metrics": {"models": {label: {"benchmarks": {"tiny-math": {"domain": "math", "grades_file": f}}}
+                                       for label, f in files.items()}}}
+
+    calm = [[True, False, False, False], [False, False, False, False], [True, True, False, False]] * 4
+    wild = [[True, True, True, True], [False, False, False, False], [False, False, False, False]] * 4
+    table, components = report.power_analysis(record(calm), {"sft": "sft", "rl": "rl"}, ns=(4,))
+    assert components.n_problems == 12 and components.var_between == pytest.approx(0.0, abs=1e-12)
+    noisy_table, noisy = report.power_analysis(record(wild), {"sft": "sft", "rl": "rl"}, ns=(4,))
+    assert noisy.var_between > 0
+    assert noisy_table["problems_needed"].iloc[0] > table["problems_needed"].iloc[0]
+    assert table["effect_points"].iloc[0] == pytest.approx(83.1 - 79.6)  # [P] Table 3, read from paper_results
+    with pytest.raises(KeyError, match="'math' grades"):
+        report.power_analysis({"metrics": {"models": {"sft": {"benchmarks": {}}, "rl": {"benchmarks": {}}}}},
+                              {"sft": "sft", "rl": "rl"})
 
 
 # ------------------------------------------------------------------------------------------ issue 12: scale-out
@@ -453,7 +483,8 @@ def test_checkpoint_folder_is_cleaned_by_the_main_process_before_any_rank_goes_o
     assert main.seen_at_barrier == ["FINGERPRINT"]  # cleaned and stamped before the barrier releases the ranks
 
 
-def test_report_to_reaches_trl(tmp_path):
+def test_report_to_reaches_trl(tmp_path, monkeypatch):
+    monkeypatch.setattr(stage, "upstream_digest", lambda cfg: {"02_data_curation": "x"})  # notebook 02 "ran"
     assert stage.grpo_config(RLStageConfig(), tmp_path / "a").report_to in ([], ["none"], "none")
     args = stage.grpo_config(RLStageConfig(report_to="trackio"), tmp_path / "b")
     assert args.report_to == ["trackio"]
@@ -546,3 +577,35 @@ def test_rl_without_notebook_03s_model_names_notebook_03(monkeypatch, tmp_path, 
     (tmp_path / "tiny" / "03_sft" / "metrics.json").write_text("{}")
     assert stage.sft_model_path(cfg) == tmp_path / "tiny" / "03_sft" / "sft"
     assert stage.sft_model_ref(cfg) == (sft_model_path or str(tmp_path / "tiny" / "03_sft" / "sft"))
+
+
+def _run_02(cfg02, rl_rows, sft_rows):
+    """What notebook 02 leaves for RL: its RL problems and SFT rows with their manifests, then metrics.json."""
+    from falcon_h1r_lib.data import manifests
+    from falcon_h1r_lib.metrics import write_metrics
+
+    for name, rows in (("rl_problems", rl_rows), ("sft", sft_rows)):
+        manifests.write_dataset(rows, cfg02.run_dir() / f"{name}.parquet", {"name": name, "source": {"generator": "t"}})
+    write_metrics(cfg02, {}, wall_time_s=0.0)
+
+
+def test_rl_fingerprint_follows_what_notebook_02_wrote(monkeypatch, tmp_path):
+    """Before: the fingerprint held the SFT weights and 04's config only, so a 02 rerun with other parameters left
+    an RL policy trained on the old pool "done"."""
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path / "runs"))
+    cfg = dataclasses.replace(load_config("04_rl", "rehearsal"), sft_model_path=str(tmp_path / "sft"))
+    cfg02 = load_config("02_data_curation", "rehearsal")
+    problems = [{"id": f"p{i}", "domain": "math", "prompt": f"{i}+1=?", "answer": str(i + 1)} for i in range(4)]
+    sft_rows = [{**problems[0], "id": "s0", "response": "\\boxed{1}"}]
+    with pytest.raises(MissingStageOutput, match=r"02_data_curation/metrics\.json.*falcon_h1r_lib\.data"):
+        stage.run_fingerprint(cfg)
+    _run_02(cfg02, problems, sft_rows)
+    first = stage.run_fingerprint(cfg)
+    _run_02(cfg02, problems, sft_rows)  # an unchanged rerun
+    assert stage.run_fingerprint(cfg) == first
+    _run_02(dataclasses.replace(cfg02, decontam_ngram_n=cfg02.decontam_ngram_n + 1), problems, sft_rows)
+    assert stage.run_fingerprint(cfg) != first  # 02's recorded config shapes the pool (build_pool reads it)
+    _run_02(cfg02, problems[:3], sft_rows)
+    assert stage.run_fingerprint(cfg) != first
+    _run_02(cfg02, problems, sft_rows)
+    assert stage.run_fingerprint(cfg) == first

@@ -266,6 +266,9 @@ def _assistant_nll(model, tok, rows) -> float:
     return total / n
 
 
+UP = {"sft": "rows", "tokenizer": "tok"}  # what the rows and tokenizer came from (sft.data.upstream_digest)
+
+
 class _Killed(RuntimeError):
     pass
 
@@ -295,7 +298,7 @@ def test_killed_sft_resumes_to_the_uninterrupted_result(tok, tmp_path, monkeypat
                 .named_parameters()}
 
     monkeypatch.setenv("FALCON_H1R_ROOT", str(tmp_path / "a"))
-    straight = train_sft(cfg, str(base), info, tok, rows)
+    straight = train_sft(cfg, str(base), info, tok, rows, upstream=UP)
     assert straight["steps"] == 6 and straight["resumed_from"] is None
     before, after = _assistant_nll(load_model(str(base), cfg), tok, rows), _assistant_nll(
         load_model(str(tmp_path / "a/runs/tiny/03_sft/sft"), cfg), tok, rows)
@@ -303,8 +306,8 @@ def test_killed_sft_resumes_to_the_uninterrupted_result(tok, tmp_path, monkeypat
 
     monkeypatch.setenv("FALCON_H1R_ROOT", str(tmp_path / "b"))
     with pytest.raises(_Killed):
-        train_sft(cfg, str(base), info, tok, rows, callbacks=[_killer(3)])
-    resumed = train_sft(cfg, str(base), info, tok, rows)
+        train_sft(cfg, str(base), info, tok, rows, callbacks=[_killer(3)], upstream=UP)
+    resumed = train_sft(cfg, str(base), info, tok, rows, upstream=UP)
     assert resumed["resumed_from"] == "checkpoint-2" and resumed["steps"] == 6
 
     a, b = final_params(tmp_path / "a"), final_params(tmp_path / "b")
@@ -312,9 +315,9 @@ def test_killed_sft_resumes_to_the_uninterrupted_result(tok, tmp_path, monkeypat
     assert worst < 1e-5, f"resumed weights differ from the uninterrupted run by {worst}"
     assert math.isclose(straight["loss_log"][-1]["loss"], resumed["loss_log"][-1]["loss"], rel_tol=1e-4)
     # a finished stage is skipped, and checkpoints of another configuration are never resumed
-    assert train_sft(cfg, str(base), info, tok, rows)["skipped"]
+    assert train_sft(cfg, str(base), info, tok, rows, upstream=UP)["skipped"]
     other = dataclasses.replace(cfg, learning_rate=1e-3)
-    assert train_sft(other, str(base), info, tok, rows)["resumed_from"] is None
+    assert train_sft(other, str(base), info, tok, rows, upstream=UP)["resumed_from"] is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,7 +422,8 @@ def test_global_batch_is_asserted_and_the_shipped_sizing_gives_512():
 def test_train_sft_fails_on_a_wrong_global_batch_before_loading_the_model(tok, tmp_path, monkeypatch):
     monkeypatch.setenv("FALCON_H1R_ROOT", str(tmp_path))
     with pytest.raises(ConfigError, match="global_batch_size is 8"):
-        train_sft(_cfg(global_batch_size=8), str(tmp_path / "no-model-here"), {"fingerprint": "x"}, tok, _rows(4))
+        train_sft(_cfg(global_batch_size=8), str(tmp_path / "no-model-here"), {"fingerprint": "x"}, tok, _rows(4),
+                  upstream=UP)
 
 
 def test_mup_check_and_one_learning_rate_per_group(tok, tmp_path):
@@ -538,3 +542,88 @@ def test_sft_inputs_follow_the_config_notebook_02_recorded(tmp_path, monkeypatch
     write_metrics(tiny, {}, wall_time_s=0.0)
     held = eval_prompts_to_exclude(load_config("03_sft", "tiny"))
     assert held == [p["prompt"] for rows in splits.tiny_eval_sets(3).values() for p in rows] and len(held) == 12
+
+
+def test_sft_without_02s_sft_rows_names_notebook_02(tmp_path, monkeypatch):
+    """Before: with 02's metrics.json present and sft.parquet gone, SFT failed on a manifest naming no notebook."""
+    from falcon_h1r_lib.metrics import write_metrics
+    from falcon_h1r_lib.sft.data import load_sft_rows
+    from falcon_h1r_lib.stages import MissingStageOutput
+
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path / "runs"))
+    write_metrics(load_config("02_data_curation", "rehearsal"), {}, wall_time_s=0.0)
+    with pytest.raises(MissingStageOutput, match=r"02_data_curation/sft\.parquet does not exist: run `python -m "
+                                                 r"falcon_h1r_lib\.data --config .*rehearsal/02_data_curation\.yaml`"):
+        load_sft_rows(load_config("03_sft", "rehearsal"))
+
+
+@pytest.fixture
+def tiny_root(tmp_path, monkeypatch):
+    """A checkout of its own: tiny manifests go to <root>/data_manifests/tiny, runs to <root>/runs."""
+    monkeypatch.setenv("FALCON_H1R_ROOT", str(tmp_path))
+    monkeypatch.delenv("FALCON_H1R_RUNS", raising=False)
+    return tmp_path
+
+
+def _run_02(cfg02, rows, tokenizer):
+    """What notebook 02 leaves for SFT: the SFT rows with their manifest, the tokenizer, then metrics.json."""
+    from falcon_h1r_lib.data import build, manifests
+    from falcon_h1r_lib.metrics import write_metrics
+    from falcon_h1r_lib.tokenizer import save_tokenizer
+
+    out = cfg02.run_dir()
+    manifests.write_dataset(rows, out / "sft.parquet", {"name": "sft", "source": {"generator": "test"}},
+                            manifest_path=build.manifest_path(cfg02, "sft"))
+    save_tokenizer(tokenizer, out / "tokenizer")
+    write_metrics(cfg02, {}, wall_time_s=0.0)
+
+
+def test_sft_fingerprint_follows_what_notebook_02_wrote(tok, tiny_root):
+    """Before: the fingerprint held 03's config, the base and the loss only, so SFT trained on 02's old rows
+    stayed "done" after 02 re-ran with other parameters."""
+    from falcon_h1r_lib.sft.data import upstream_digest
+    from falcon_h1r_lib.sft.stage import sft_fingerprint
+    from falcon_h1r_lib.tokenizer import build_tokenizer
+
+    cfg, cfg02, base = load_config("03_sft", "tiny"), load_config("02_data_curation", "tiny"), {"fingerprint": "b"}
+    _run_02(cfg02, _rows(3), tok)
+    first = sft_fingerprint(cfg, base, upstream_digest(cfg))
+    _run_02(cfg02, _rows(3), tok)  # an unchanged rerun writes the same bytes
+    assert sft_fingerprint(cfg, base, upstream_digest(cfg)) == first
+    _run_02(dataclasses.replace(cfg02, seed=7), _rows(4), tok)  # other parameters, other rows
+    assert sft_fingerprint(cfg, base, upstream_digest(cfg)) != first
+    _run_02(cfg02, _rows(3), build_tokenizer(vocab_size=320, seed=0))  # same rows, another tokenizer
+    assert sft_fingerprint(cfg, base, upstream_digest(cfg)) != first
+    _run_02(cfg02, _rows(3), tok)
+    assert sft_fingerprint(cfg, base, upstream_digest(cfg)) == first
+
+
+def test_sft_run_trains_against_02s_digest(tok, tiny_root, monkeypatch):
+    from falcon_h1r_lib import sft
+    from falcon_h1r_lib.sft import base as sft_base
+    from falcon_h1r_lib.sft import stage
+    from falcon_h1r_lib.sft.data import upstream_digest
+
+    cfg = load_config("03_sft", "tiny")
+    _run_02(load_config("02_data_curation", "tiny"), _rows(3), tok)
+    seen = {}
+    monkeypatch.setattr(sft_base, "load_base", lambda cfg, tokenizer, exclude: ("base", {"fingerprint": "b"}))
+    monkeypatch.setattr(stage, "train_sft", lambda *a, upstream, **k: seen.update(upstream=upstream) or
+                        {"fingerprint": "f", "wall_time_s": 0.0})
+    sft.run(cfg)
+    assert seen["upstream"] == upstream_digest(cfg) and set(seen["upstream"]) == {"sft", "tokenizer"}
+
+
+def test_pretrain_fingerprint_follows_the_tokenizers_content_and_the_held_out_prompts(tok, tmp_path):
+    """Before: the tiny base's fingerprint held the tokenizer's path, and not the held-out prompts it leaves out
+    (which follow 02's recorded eval_problems_per_domain): a new tokenizer at the same path kept a stale base."""
+    from falcon_h1r_lib.tokenizer import build_tokenizer, save_tokenizer
+
+    cfg = _cfg()
+    save_tokenizer(tok, tmp_path / "a")
+    save_tokenizer(tok, tmp_path / "b")
+    first = pretrain.pretrain_fingerprint(cfg, str(tmp_path / "a"), ["1+1=?"])
+    assert pretrain.pretrain_fingerprint(cfg, str(tmp_path / "b"), ["1+1=?"]) == first  # contents, not path
+    assert pretrain.pretrain_fingerprint(cfg, str(tmp_path / "a"), ["1+1=?", "2+2=?"]) != first
+    save_tokenizer(build_tokenizer(vocab_size=320, seed=0), tmp_path / "a")
+    assert pretrain.pretrain_fingerprint(cfg, str(tmp_path / "a"), ["1+1=?"]) != first

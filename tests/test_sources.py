@@ -276,6 +276,16 @@ def test_pinned_hub_source_needs_no_network_to_resolve(monkeypatch):
     assert S.resolve_revision(spec) == "a" * 40
 
 
+def test_a_key_given_twice_in_a_sources_file_is_named_with_its_line(tmp_path):
+    from falcon_h1r_lib.config import ConfigError
+    from falcon_h1r_lib.data import sources as S
+
+    bad = tmp_path / "s.yaml"
+    bad.write_text("sources:\n  - name: a\n    revision: main\n    revision: abc\n")
+    with pytest.raises(ConfigError, match=r"s.yaml:4: duplicate key 'revision'"):
+        S.load_source_specs(bad)
+
+
 def test_sources_file_that_is_not_a_mapping_is_named(tmp_path):
     from falcon_h1r_lib.config import ConfigError
     from falcon_h1r_lib.data import sources as S

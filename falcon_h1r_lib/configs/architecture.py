@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from falcon_h1r_lib.config import StageConfig, register_stage
+from falcon_h1r_lib.config import DEVICE_PATTERN, StageConfig, register_stage
 
 
 @register_stage
@@ -34,9 +34,11 @@ class ArchitectureConfig(StageConfig):
 
     RANGES: ClassVar[dict[str, str]] = {
         **dict.fromkeys(("tiny_width", "vocab_size", "decode_batch", "decode_new_tokens", "decode_repeats",
-                         "fig8_prompt_len", "fig8_repeats", "fig8_batches", "fig8_output_lens"), "(0, inf)"),
+                         "fig8_prompt_len", "fig8_repeats", "fig8_batches", "fig8_output_lens",
+                         "analytic_context_lens", "decode_context_lens", "bench_lengths"), "(0, inf)"),
         "fig8_threads": "[0, inf)",
     }
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "kv_dtype": ("float32", "bfloat16", "float16", "float8_e4m3fn"),
     }
+    PATTERNS: ClassVar[dict[str, str]] = {"device": DEVICE_PATTERN}

@@ -20,7 +20,7 @@ class CurationConfig(StageConfig):
     eval_problems_per_domain: int = 50  # held-out problems per domain (data.splits); paper: AIME24 has 30
     rollouts_per_problem: int = 12  # k teacher rollouts per problem, also the pass-rate sample; paper §2.2: n = 12 best of {4, 8, 12}
     max_correct_per_problem: int = 12  # correct rollouts kept per problem; paper §2.2: 12
-    teacher_style: str = "concise"  # programmatic teacher's trace style (tiny); paper: one teacher beats several
+    teacher_style: str = "concise"  # programmatic teacher's trace style (tiny: data.teacher.STYLES); paper: one teacher beats several
     teacher_error_rate: float = 0.3  # chance a tiny-teacher rollout slips; paper: teachers unnamed (NOT FOUND)
     teacher_self_check_prob: float = 0.3  # chance a tiny-teacher rollout re-checks its result; paper: n/a
     teacher_error_slope: float = 0.5  # slip rate x (1 + slope*(level-3)): teachers fail more on hard levels
@@ -58,22 +58,31 @@ class CurationConfig(StageConfig):
                          "tokenizer_vocab_size"), "(0, inf)"),
         **dict.fromkeys(("teacher_error_rate", "teacher_self_check_prob", "teacher_format_error_rate",
                          "hard_max_pass_rate", "easy_min_pass_rate", "near_dup_threshold", "decontam_boilerplate_frac",
-                         "rl_fraction"), "[0, 1]"),
+                         "rl_fraction", "decontam_near_threshold"), "[0, 1]"),
+        **dict.fromkeys(("max_total_tokens", "max_rows_per_source"), "[1, inf)"),
+        **dict.fromkeys(("hard_weight_min", "hard_weight_max", "easy_weight"), "(0, inf)"),  # ordered in __post_init__
+        **dict.fromkeys(("problems_per_domain", "domain_token_shares"), "[0, inf)"),  # per domain
+        "teacher_error_slope": "[0, inf)",  # data.teacher.Teacher refuses a negative slope
+    }
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "teacher_style": ("concise", "verbose"),  # data.teacher.STYLES (not imported: it pulls in the task world)
+        "rl_domains": DOMAINS,
     }
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        bad_pool = {d: n for d, n in self.problems_per_domain.items() if d not in DOMAINS or n < 0}
+        bad_pool = sorted(set(self.problems_per_domain) - set(DOMAINS))
         if bad_pool:
-            raise ConfigError(f"{self.STAGE}: key 'problems_per_domain': unknown domain or negative size {bad_pool}")
+            raise ConfigError(f"{self.STAGE}: key 'problems_per_domain': unknown domain(s) {bad_pool}")
         if not self.hard_max_pass_rate < self.easy_min_pass_rate:
             raise ConfigError(f"{self.STAGE}: key 'hard_max_pass_rate' must be < 'easy_min_pass_rate'")
         if not 0 < self.easy_weight <= 1.0 <= self.hard_weight_min <= self.hard_weight_max:
             raise ConfigError(f"{self.STAGE}: weights must satisfy 0 < easy_weight <= 1 <= hard_weight_min <= hard_weight_max")
         if self.minhash_num_perm % self.lsh_bands:
             raise ConfigError(f"{self.STAGE}: key 'lsh_bands' must divide 'minhash_num_perm'")
-        bad = sorted(set(self.domain_token_shares) - set(DOMAINS)) + sorted(set(self.rl_domains) - set(DOMAINS))
+        bad = sorted(set(self.domain_token_shares) - set(DOMAINS))
         if bad:
-            raise ConfigError(f"{self.STAGE}: keys 'domain_token_shares'/'rl_domains': unknown domain(s) {bad}")
-        if any(v < 0 for v in self.domain_token_shares.values()) or sum(self.domain_token_shares.values()) <= 0:
-            raise ConfigError(f"{self.STAGE}: key 'domain_token_shares' must be non-negative with a positive sum")
+            raise ConfigError(f"{self.STAGE}: key 'domain_token_shares': unknown domain(s) {bad}")
+        if sum(self.domain_token_shares.values()) <= 0:
+            raise ConfigError(f"{self.STAGE}: key 'domain_token_shares' must have a positive sum, "
+                              f"got {self.domain_token_shares}")

@@ -6,7 +6,13 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from falcon_h1r_lib.config import ConfigError, StageConfig, register_stage
+from falcon_h1r_lib.config import (
+    DEVICE_PATTERN,
+    ConfigError,
+    StageConfig,
+    check_system_prompt,
+    register_stage,
+)
 
 
 @register_stage
@@ -53,20 +59,25 @@ class DeepConfConfig(StageConfig):
 
     RANGES: ClassVar[dict[str, str]] = {
         **dict.fromkeys(("budget", "pool_size", "runs", "n_init", "window", "tail_tokens", "live_wave",
-                         "max_new_tokens", "batch_size", "bootstrap_resamples", "max_problems"), "[1, inf)"),
+                         "max_new_tokens", "batch_size", "bootstrap_resamples", "max_problems",
+                         "budgets"), "[1, inf)"),  # budgets: also <= budget (__post_init__)
         "topk": "[1, 20]",  # vLLM's max_logprobs is 20
         **dict.fromkeys(("keep_top_percent", "keep_top_percent_high", "bottom_percent"), "(0, 100]"),
         "consensus_tau": "(0, 1]",
         "ci_level": "(0, 1)",
+        "temperature": "[0, inf)",  # as evaluation's: 0 = greedy
+        "top_p": "(0, 1]",
     }
+    PATTERNS: ClassVar[dict[str, str]] = {"device": DEVICE_PATTERN}
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_system_prompt(self.STAGE, self.system_prompt)
         if not self.models or not self.benchmarks:
             raise ConfigError(f"{self.STAGE}: keys 'models' and 'benchmarks' must not be empty")
         if self.n_init > self.budget:
             raise ConfigError(f"{self.STAGE}: key 'n_init' ({self.n_init}) must be <= 'budget' ({self.budget})")
         if self.mode != "live" and self.pool_size < self.budget:
             raise ConfigError(f"{self.STAGE}: key 'pool_size' ({self.pool_size}) must be >= 'budget' ({self.budget})")
-        if not self.budgets or any(b < 1 or b > self.budget for b in self.budgets):
+        if any(b > self.budget for b in self.budgets):
             raise ConfigError(f"{self.STAGE}: key 'budgets' must lie in [1, budget={self.budget}], got {self.budgets}")

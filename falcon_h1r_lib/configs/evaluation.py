@@ -6,7 +6,13 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from falcon_h1r_lib.config import ConfigError, StageConfig, register_stage
+from falcon_h1r_lib.config import (
+    DEVICE_PATTERN,
+    ConfigError,
+    StageConfig,
+    check_system_prompt,
+    register_stage,
+)
 
 
 @register_stage
@@ -22,7 +28,7 @@ class EvaluationConfig(StageConfig):
     max_new_tokens: int | None = None  # None = the benchmark's (tiny 192); paper Table 9: 65,536 or 32,768
     temperature: float = 0.6  # sampling temperature; paper §4.1: 0.6
     top_p: float = 0.95  # nucleus mass; paper §4.1: 0.95
-    system_prompt: str = "Think inside <think> </think>, then answer."  # system turn (= tokenizer.TINY_SYSTEM_PROMPT); paper §4.1: the Falcon system prompt (full profile)
+    system_prompt: str | None = "Think inside <think> </think>, then answer."  # system turn (= tokenizer.TINY_SYSTEM_PROMPT); None = the Falcon prompt ([P] §3.4, §4.1; full profile)
     prompt_template: str = "{prompt}"  # user turn built around the problem text; paper: not given
     logprobs_topk: int = 20  # top-k raw log-probs kept per token, for DeepConf reuse; [P] App. G.3: 20
     pass_ks: tuple[int, ...] = (1, 4)  # pass@k reported where k <= samples per problem; paper: pass@1
@@ -50,9 +56,11 @@ class EvaluationConfig(StageConfig):
         "top_p": "(0, 1]",
         "ci_level": "(0, 1)",
     }
+    PATTERNS: ClassVar[dict[str, str]] = {"device": DEVICE_PATTERN}
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_system_prompt(self.STAGE, self.system_prompt)
         if not self.benchmarks:
             raise ConfigError(f"{self.STAGE}: key 'benchmarks' must name at least one benchmark")
         if "{prompt}" not in self.prompt_template:

@@ -6,7 +6,14 @@ import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from falcon_h1r_lib.config import DOMAINS, ConfigError, StageConfig, register_stage
+from falcon_h1r_lib.config import (
+    DOMAINS,
+    LR_SCHEDULER_TYPES,
+    ConfigError,
+    StageConfig,
+    check_system_prompt,
+    register_stage,
+)
 
 
 @register_stage
@@ -83,7 +90,7 @@ class RLStageConfig(StageConfig):
                          "save_steps", "save_total_limit", "eval_max_problems", "eval_samples_per_problem",
                          "headroom_samples", "headroom_max_problems",
                          "vllm_tensor_parallel_size", "learning_rate", "temperature", "filter_temperature",
-                         "tis_cap"), "(0, inf)"),
+                         "tis_cap", "max_grad_norm"), "(0, inf)"),
         **dict.fromkeys(("extra_problems_per_domain", "warmup_steps", "cache_size", "cache_max_age", "num_threads",
                          "epsilon_high", "beta", "entropy_coef", "format_weight", "aux_ce_coef", "weight_decay"),
                         "[0, inf)"),
@@ -92,17 +99,26 @@ class RLStageConfig(StageConfig):
         "num_generations": "[2, inf)",  # group-normalised advantages need 2 rollouts at least
         "extra_problems_seed": "[0, 1e9)",  # a training seed (evaluation seeds lie above)
         "pool_max_difficulty": "[1, 5]",  # a generator level
-        "filter_max_problems": "[1, inf)",
+        **dict.fromkeys(("filter_max_problems", "vllm_max_model_length"), "[1, inf)"),
+        "vllm_server_port": "[1, 65535]",
     }
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {
         "domains": DOMAINS,
         "loss_type": ("grpo", "dr_grpo", "dapo", "bnpo"),  # aggregations of the clipped surrogate of [P] §3.2
         "scale_rewards": ("group", "batch", "none"),
         "tis_mode": ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"),  # TRL's modes
+        "lr_scheduler_type": LR_SCHEDULER_TYPES,
     }
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_system_prompt(self.STAGE, self.system_prompt)
+        if self.epsilon_high < self.epsilon:
+            raise ConfigError(f"{self.STAGE}: key 'epsilon_high' ({self.epsilon_high}) must be >= 'epsilon' "
+                              f"({self.epsilon}): the clip range is [1 - epsilon, 1 + epsilon_high]")
+        if self.backfill and self.cache_size < 1:
+            raise ConfigError(f"{self.STAGE}: key 'cache_size' must be >= 1 with backfill on (the surplus groups "
+                              f"it refills from), got {self.cache_size}")
         if self.vllm_max_model_length is not None and self.vllm_max_model_length <= self.max_completion_length:
             raise ConfigError(f"{self.STAGE}: key 'vllm_max_model_length' must exceed max_completion_length "
                               f"({self.max_completion_length}) by the prompt, got {self.vllm_max_model_length}")

@@ -6,7 +6,14 @@ import typing
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from falcon_h1r_lib.config import DOMAINS, ConfigError, StageConfig, register_stage
+from falcon_h1r_lib.config import (
+    DOMAINS,
+    LR_SCHEDULER_TYPES,
+    ConfigError,
+    StageConfig,
+    check_system_prompt,
+    register_stage,
+)
 
 
 @register_stage
@@ -61,17 +68,20 @@ class SFTStageConfig(StageConfig):
         **dict.fromkeys(("model_width", "pretrain_block_size", "pretrain_max_steps", "pretrain_batch_size",
                          "per_device_train_batch_size", "gradient_accumulation_steps", "global_batch_size",
                          "max_length", "logging_steps", "save_steps", "save_total_limit", "eval_batch_size",
-                         "learning_rate", "pretrain_learning_rate", "num_train_epochs"), "(0, inf)"),
-        "warmup_ratio": "[0, 1)",
-        "eval_samples_per_problem": "[1, inf)",
+                         "learning_rate", "pretrain_learning_rate", "num_train_epochs", "rope_theta",
+                         "max_grad_norm"), "(0, inf)"),
+        **dict.fromkeys(("warmup_ratio", "adam_beta1", "adam_beta2"), "[0, 1)"),
+        **dict.fromkeys(("eval_samples_per_problem", "eval_problems"), "[1, inf)"),
+        "weight_decay": "[0, inf)",
+        "pretrain_docs_per_domain": "[0, inf)",  # per domain
     }
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"lr_scheduler_type": LR_SCHEDULER_TYPES}
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_system_prompt(self.STAGE, self.system_prompt)
         if self.max_steps == 0 or self.max_steps < -1:
             raise ConfigError(f"{self.STAGE}: key 'max_steps' must be -1 or positive, got {self.max_steps}")
-        bad = sorted(k for k, v in self.pretrain_docs_per_domain.items() if k not in DOMAINS or v < 0)
+        bad = sorted(set(self.pretrain_docs_per_domain) - set(DOMAINS))
         if bad:
-            raise ConfigError(f"{self.STAGE}: key 'pretrain_docs_per_domain': unknown domain or negative count {bad}")
-        if any(v < 1 for v in self.eval_problems.values()):
-            raise ConfigError(f"{self.STAGE}: key 'eval_problems': counts must be >= 1, got {self.eval_problems}")
+            raise ConfigError(f"{self.STAGE}: key 'pretrain_docs_per_domain': unknown domain(s) {bad}")

@@ -111,6 +111,20 @@ def load_output(cfg: CurationConfig, name: str) -> list[dict]:
     return manifests.load_dataset_checked(manifest_path(cfg, name))
 
 
+def output_digest(cfg: CurationConfig, name: str) -> str:
+    """What dataset ``name`` (``sft``, ``rl_problems``, ...) holds, read from its manifest alone: a short sha256 over
+    the sha256 and row count of each data file and the JSON-encoded columns. Cheap (no data file is read) and
+    sound: ``load_output`` refuses files whose hash differs from the manifest's. A later stage puts it in its
+    fingerprint, so a rerun of this stage that writes other rows retrains it, and one that writes the same bytes
+    does not. Raises ManifestError naming the manifest when it is missing or unreadable."""
+    import hashlib
+
+    manifest = manifests.read_manifest(manifest_path(cfg, name))
+    blob = json.dumps({"files": [[f["sha256"], f["rows"]] for f in manifest["files"]],
+                       "json_columns": manifest["json_columns"]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def _write(rows, out: Path, name: str, cfg, source: dict, funnel, count_tokens, counter_name, tiny: bool):
     manifest_path = manifests_dir() / "tiny" / f"{name}.manifest.json" if tiny else None
     return manifests.write_dataset(

@@ -141,8 +141,9 @@ def decode_rows(rows: Sequence[dict[str, Any]], json_columns: Sequence[str]) -> 
 
 
 @contextlib.contextmanager
-def _quiet_datasets():
-    """No "Creating parquet" progress bars in notebooks; the previous setting is restored."""
+def quiet_datasets():
+    """``with quiet_datasets(): ...``: no ``datasets`` progress bars ("Creating parquet", "Map") in notebooks while
+    it runs; the previous setting is restored after. Raises ImportError without the ``datasets`` package."""
     import datasets
 
     was = datasets.are_progress_bars_disabled()
@@ -205,7 +206,7 @@ def write_dataset(
     path = resolve_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     encoded, json_cols = encode_rows(rows)
-    with _quiet_datasets():
+    with quiet_datasets():
         Dataset.from_list(encoded).to_parquet(str(path))
     if count_tokens is None:
         count_tokens, token_counter = whitespace_token_count, "whitespace split (no tokenizer given)"

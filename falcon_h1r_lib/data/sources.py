@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from falcon_h1r_lib.config import ConfigError, is_tiny
+from falcon_h1r_lib.config import ConfigError, is_tiny, read_yaml
 from falcon_h1r_lib.data.source_mappers import MAPPER_FIELDS, MAPPERS
 from falcon_h1r_lib.paths import repo_relative, resolve_path
 
@@ -96,7 +96,7 @@ def load_source_specs(path: str | os.PathLike) -> list[SourceSpec]:
     path = resolve_path(path)
     if not path.exists():
         raise ConfigError(f"{path}: sources file not found")
-    doc = yaml.safe_load(path.read_text()) or {}
+    doc = read_yaml(path) or {}  # a key given twice in one mapping raises, naming the line
     if not isinstance(doc, dict) or not isinstance(doc.get("sources"), list):
         raise ConfigError(f"{path}: expected a top-level 'sources:' list")
     unknown_top = sorted(set(doc) - set(FILE_KEYS))
@@ -240,11 +240,11 @@ def read_records(
     ``local_dir``, a materialised commit of its repo, read as ``load_dataset(dir, config, split, data_files)``."""
     import datasets
 
-    from falcon_h1r_lib.data.manifests import _quiet_datasets
+    from falcon_h1r_lib.data.manifests import quiet_datasets
 
     if (local_files is None) == (local_dir is None):
         raise ValueError(f"source {spec.name!r}: give exactly one of local_files or local_dir")
-    with _quiet_datasets():
+    with quiet_datasets():
         if local_files is not None:
             files = [local_files] if isinstance(local_files, (str, os.PathLike)) else list(local_files)
             files = [str(f) for f in files]

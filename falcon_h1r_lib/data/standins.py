@@ -250,9 +250,9 @@ def _write_files(repo: Path, spec: SourceSpec, records: list[dict], extra: list[
     config = spec.config or "default"
     path = Path(config) / f"{spec.split}-00000-of-00001.parquet"
     (repo / config).mkdir(parents=True, exist_ok=True)
-    from falcon_h1r_lib.data.manifests import _quiet_datasets
+    from falcon_h1r_lib.data.manifests import quiet_datasets
 
-    with _quiet_datasets():
+    with quiet_datasets():
         datasets.Dataset.from_list(records).to_parquet(str(repo / path))
     meta = {"configs": [{"config_name": config, "data_files": [{"split": spec.split, "path": str(path)}]}]}
     (repo / "README.md").write_text(f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n# stand-in of "

@@ -1,6 +1,7 @@
 """``python -m falcon_h1r_lib.deepconf --config FILE [--model [LABEL=]PATH ...] [--out DIR] [--set KEY=VALUE ...]``
 
 Cluster entry point of notebook 06: loads a DeepConfConfig (e.g. ``profiles/full/06_deepconf_scaling.yaml``),
+finds the models (``experiment.models_to_compare``: a missing or half-written stage output names what to run),
 generates trace pools and/or live DeepConf runs with the configured backend (HF or vLLM) on the
 evaluation registry's benchmarks, and writes pools (Parquet), curves, Table 7 / Fig. 1 CSVs and metrics.json.
 """
@@ -21,9 +22,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "the config's models", "runs/<profile>/06_deepconf_scaling")
     args = parser.parse_args(argv)
     cfg = DeepConfConfig.from_yaml(args.config, overrides=parse_overrides(args.set))
-    from falcon_h1r_lib.deepconf.experiment import run
+    from falcon_h1r_lib.deepconf.experiment import models_to_compare, run
 
-    result = run(cfg, models=parse_models(args.model) or None, out_dir=args.out)
+    models = models_to_compare(cfg, parse_models(args.model))  # stage outputs checked before any model loads
+    result = run(cfg, models=models, out_dir=args.out)
     brief = {label: {bench: {k: v for k, v in entry.get("at_budget", entry.get("live", {})).items()
                              if k in ("majority_accuracy", "deepconf_low_accuracy", "tokens_saved_percent", "accuracy", "tokens")}
                      for bench, entry in m.items()} for label, m in result["metrics"]["models"].items()}

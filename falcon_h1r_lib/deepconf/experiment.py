@@ -94,6 +94,27 @@ def online_variants(cfg: DeepConfConfig, wave: int = 1) -> dict[str, OnlineSetti
     return out
 
 
+@dataclass
+class RunGrid:
+    """Every method's outcome on every resampled run of one model x benchmark: for each (method, budget),
+    ``accuracy`` (R, P) verdicts (1/0, nan = no verdict) and ``tokens`` (R, P) generated tokens, problems in
+    pool order (``problem_ids``, (P,))."""
+
+    problem_ids: list[str]
+    accuracy: dict[tuple[str, int], np.ndarray]
+    tokens: dict[tuple[str, int], np.ndarray]
+
+    def per_problem_accuracy(self, method: str, budget: int) -> np.ndarray:
+        """(P,) accuracy of ``method`` at ``budget`` per problem, averaged over runs (nan: never a verdict).
+        Raises KeyError naming the pair when it was not replayed."""
+        if (method, budget) not in self.accuracy:
+            raise KeyError(f"no replay of method {method!r} at budget {budget}; have "
+                           f"{sorted(self.accuracy)[:6]}...")
+        a = self.accuracy[(method, budget)]
+        with np.errstate(all="ignore"):
+            return np.array([np.nanmean(col) if np.isfinite(col).any() else np.nan for col in a.T])
+
+
 def scaling_curves(pools: Sequence[ProblemPool], cfg: DeepConfConfig, seed: int | None = None,
                    methods: Sequence[OfflineMethod] | None = None) -> pd.DataFrame:
     """Accuracy and tokens per (method, budget) over `cfg.runs` resampled runs of one model x benchmark.
@@ -101,8 +122,13 @@ def scaling_curves(pools: Sequence[ProblemPool], cfg: DeepConfConfig, seed: int 
     Columns: method, family (baseline|offline|online), budget, accuracy, ci_low, ci_high, accuracy_run_std,
     tokens (total over problems, run mean), tokens_run_std, no_verdict (problem-runs without a verdict).
     """
-    from falcon_h1r_lib.evaluation import bootstrap_ci
+    return curves_from_grid(replay_grid(pools, cfg, seed, methods), cfg)
 
+
+def replay_grid(pools: Sequence[ProblemPool], cfg: DeepConfConfig, seed: int | None = None,
+                methods: Sequence[OfflineMethod] | None = None) -> RunGrid:
+    """The runs behind `scaling_curves`: each of `cfg.runs` runs draws a seeded permutation of each pool and
+    applies pass@1, majority@b, the offline votes and the online variants to its first b traces."""
     if not pools:
         raise ValueError("scaling_curves: no problem pools")
     short = [p.problem_id for p in pools if len(p) < cfg.budget]
@@ -142,6 +168,48 @@ def scaling_curves(pools: Sequence[ProblemPool], cfg: DeepConfConfig, seed: int 
                 for name, settings in variants.items():
                     for b, res in replay_online(order, settings, online_budgets).items():
                         put(name, b, r, p, pool.verdict(res.label), res.tokens)
+    return RunGrid([p.problem_id for p in pools], acc, tok)
+
+
+def per_problem_frame(grid: RunGrid, budget: int, methods: Sequence[str] = (MAJORITY, "deepconf-low")) -> pd.DataFrame:
+    """One row per problem: each of ``methods``' accuracy at ``budget`` averaged over runs (columns named by
+    method) and its mean tokens; the paired per-problem data behind the DeepConf claim's power analysis
+    (`evaluation.power.difference_stats`)."""
+    frame = pd.DataFrame({"problem_id": grid.problem_ids})
+    for m in methods:
+        frame[m] = grid.per_problem_accuracy(m, budget)
+        frame[f"{m}_tokens"] = grid.tokens[(m, budget)].mean(axis=0)
+    return frame
+
+
+def claim_power(per_problem: Mapping[tuple[str, str], pd.DataFrame], budget: int, margin: float | None = None,
+                power: float = 0.8, alpha: float = 0.05, low: str = "deepconf-low") -> pd.DataFrame:
+    """The DeepConf claim's power analysis, one row per (model, benchmark): DeepConf-low at K = ``budget`` is
+    non-inferior to majority@K within ``margin`` (fraction; default `evaluation.power.DEEPCONF_MARGIN`, the
+    1-point target), tested on the per-problem accuracy differences of `per_problem_frame` (problems without a
+    verdict dropped). Columns: model, benchmark, n_problems, mean_difference_points, sd_points,
+    power_at_current (if the methods were truly equal), problems_needed (for ``power``), margin_points."""
+    from falcon_h1r_lib.evaluation import power as pw
+
+    margin = pw.DEEPCONF_MARGIN if margin is None else margin
+    rows = []
+    for (label, bench), frame in per_problem.items():
+        both = frame[[MAJORITY, low]].dropna()
+        stats = pw.difference_stats(both[low], both[MAJORITY], n_samples=budget)
+        rows.append({"model": label, "benchmark": bench, "n_problems": stats.n_problems,
+                     "mean_difference_points": 100.0 * stats.mean_difference, "sd_points": 100.0 * stats.sd,
+                     "power_at_current": pw.power_noninferior(margin, 0.0, stats.n_problems, stats.sd, alpha),
+                     "problems_needed": pw.problems_needed_noninferior(margin, 0.0, stats.sd, power, alpha),
+                     "margin_points": 100.0 * margin})
+    return pd.DataFrame(rows)
+
+
+def curves_from_grid(grid: RunGrid, cfg: DeepConfConfig) -> pd.DataFrame:
+    """`scaling_curves`' table from a `RunGrid`: accuracy over problems (bootstrap CI over problems),
+    tokens totalled over problems and averaged over runs."""
+    from falcon_h1r_lib.evaluation import bootstrap_ci
+
+    acc, tok = grid.accuracy, grid.tokens
     rows = []
     for (name, b), a in acc.items():
         per_problem = np.nanmean(np.where(np.isnan(a), np.nan, a), axis=0) if np.isfinite(a).any() else None
@@ -385,23 +453,61 @@ def live_run(cfg: DeepConfConfig, bench, backend, tokenizer) -> dict[str, Any]:
             "wave": cfg.live_wave}
 
 
+def models_to_compare(cfg: DeepConfConfig, models: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The models notebook 06 and ``python -m falcon_h1r_lib.deepconf`` run: {label: checkpoint or Hub id}.
+
+    ``models`` when given (``--model``), all of them; else ``cfg.models``, of which a model notebook 04 writes is
+    left out while notebook 04 has not started (tiny: SFT alone until RL has run), unless it is the only one. Each
+    that is a stage's output must be complete (``stages.require_models``): MissingStageOutput names the notebook
+    (tiny) or command to run, also for a half-written stage (a model saved, ``metrics.json`` not yet written).
+    """
+    from falcon_h1r_lib import stages
+
+    if models:
+        return stages.require_models(models)
+    return stages.require_models(cfg.models, optional=("04_rl",))
+
+
+def decode_throughput(profile: str) -> pd.DataFrame | None:
+    """Notebook 01's measured decode tokens/s (the ``decode`` rows of its ``metrics.json``) for the 3D view, or None
+    when notebook 01 has not run for ``profile``: the full profile's cluster recipe never runs it (README, "Run it
+    on a GPU cluster") and the rehearsal does not rehearse it. Read before any pool is generated, so a missing
+    record costs nothing. Raises ConfigError naming the file when the record has no ``metrics.decode`` rows."""
+    from falcon_h1r_lib import stages
+
+    path = stages.output_path("01_architecture", "metrics", profile)
+    if not path.exists():
+        return None
+    try:
+        rows = json.loads(path.read_text())["metrics"]["decode"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: no readable 'decode' rows under 'metrics' ({err!r}); re-run "
+                          f"{stages.stage('01_architecture').notebook.name}") from err
+    if not isinstance(rows, list) or not rows:
+        raise ConfigError(f"{path}: 'metrics.decode' must be a non-empty list of rows, got {rows!r:.80}")
+    return pd.DataFrame(rows)
+
+
 def run(cfg: DeepConfConfig, models: Mapping[str, str] | None = None, backends: Mapping[str, tuple] | None = None,
         out_dir: str | None = None) -> dict[str, Any]:
     """The whole stage: pools (and/or live runs) per model x benchmark, curves, Table 7 / Fig. 1 frames,
     confidence calibration diagnostics (`calibration.diagnose`: `calibration_<label>_<bench>.csv`, one row per
     trace, and `metrics["models"][label][bench]["calibration"]`), CSVs and `metrics.json` under the run folder
-    (or `out_dir`). `backends` ({label: (backend, tokenizer)}) reuses loaded models. Returns {"metrics",
-    "curves", "calibration" ({(label, bench): diagnose's frames}), "out"}."""
+    (or `out_dir`). `models` defaults to `models_to_compare(cfg)` (MissingStageOutput names the notebook to run);
+    `backends` ({label: (backend, tokenizer)}) reuses loaded models. Returns {"metrics",
+    "curves", "calibration" ({(label, bench): diagnose's frames}), "per_problem" ({(label, bench):
+    `per_problem_frame`}), "out"}."""
     from falcon_h1r_lib.deepconf.calibration import diagnose
     from falcon_h1r_lib.evaluation import get_benchmark
     from falcon_h1r_lib.metrics import Stopwatch, write_metrics
 
     watch = Stopwatch()
-    models = dict(models or cfg.models)
+    models = dict(models) if models else models_to_compare(cfg)
     out = resolve_path(out_dir) if out_dir is not None else cfg.run_dir()
     out.mkdir(parents=True, exist_ok=True)
     curves: dict[tuple[str, str], pd.DataFrame] = {}
     calibration: dict[tuple[str, str], dict[str, Any]] = {}
+    per_problem: dict[tuple[str, str], pd.DataFrame] = {}
     metrics: dict[str, Any] = {"models": {}}
     for label, path in models.items():
         given = (backends or {}).get(label)
@@ -415,8 +521,11 @@ def run(cfg: DeepConfConfig, models: Mapping[str, str] | None = None, backends: 
                     folder = out / "pools" / label / bench.name
                     problems, info = generate_pools(cfg, bench, backend, tokenizer, str(path), folder)
                     pools, sinfo = pools_from_files(cfg, problems, folder, tokenizer)
-                    c = scaling_curves(pools, cfg)
+                    grid = replay_grid(pools, cfg)
+                    c = curves_from_grid(grid, cfg)
                     c.to_csv(out / f"curves_{label}_{bench.name}.csv", index=False)
+                    per_problem[(label, bench.name)] = per_problem_frame(grid, cfg.budget)
+                    per_problem[(label, bench.name)].to_csv(out / f"per_problem_{label}_{bench.name}.csv", index=False)
                     curves[(label, bench.name)] = c
                     diag = diagnose(pools, problems, online_variants(cfg)["deepconf-low"], runs=cfg.runs,
                                     seed=cfg.seed, resamples=cfg.bootstrap_resamples, ci_level=cfg.ci_level)
@@ -448,7 +557,8 @@ def run(cfg: DeepConfConfig, models: Mapping[str, str] | None = None, backends: 
                   "config_hash": cfg.config_hash(), "wall_time_s": round(watch.seconds(), 3), "reads": reads,
                   "metrics": _jsonable(metrics)}
         (out / "metrics.json").write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
-    return {"metrics": metrics, "curves": curves, "calibration": calibration, "out": str(out)}
+    return {"metrics": metrics, "curves": curves, "calibration": calibration, "per_problem": per_problem,
+            "out": str(out)}
 
 
 def _jsonable(obj):
@@ -463,6 +573,7 @@ def _jsonable(obj):
     return obj
 
 
-__all__ = ["MAJORITY", "PASS1", "ProblemPool", "at_budget", "backend_spec", "figure1_frame", "generate_pools",
-           "live_run", "make_backend", "online_variants", "pool_file", "pools_from_files", "run", "scaling_curves",
+__all__ = ["MAJORITY", "PASS1", "ProblemPool", "at_budget", "backend_spec", "decode_throughput", "figure1_frame", "generate_pools",
+           "live_run", "make_backend", "models_to_compare", "online_variants", "pool_file", "pools_from_files", "run", "scaling_curves",
+           "RunGrid", "claim_power", "curves_from_grid", "per_problem_frame", "replay_grid",
            "score_pool", "stream_traces", "summary_at", "table7_frame"]

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -208,10 +207,5 @@ class VLLMLogitsStopBackend:
         return self.backend.generate(requests, sampling, extra_args=extra_args)
 
 
-def vllm_engine_kwargs() -> dict[str, Any]:
-    """Extra `vllm.LLM` keywords for the logits-processor route (`VLLMConfig.engine_kwargs`)."""
-    return {"logits_processors": [PROCESSOR_FQCN]}
-
-
 __all__ = ["ARGS", "ARG_EOS", "ARG_THRESHOLD", "ARG_TOPK", "ARG_WINDOW", "PROCESSOR_FQCN", "ConfidenceStopCore",
-           "RequestWindow", "VLLMLogitsStopBackend", "deepconf_extra_args", "parse_extra_args", "vllm_engine_kwargs"]
+           "RequestWindow", "VLLMLogitsStopBackend", "deepconf_extra_args", "parse_extra_args"]

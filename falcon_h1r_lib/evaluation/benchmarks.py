@@ -6,8 +6,8 @@ take at most the curation profile's ``eval_problems_per_domain`` problems (a pre
 full: the paper's benchmarks (Tables 4-6) with the responses per query and maximum response length of
 its evaluation-settings table (Table 9 here), read from ``data_manifests/paper_results.yaml``, and the
 dataset ids / revisions of ``data_manifests/full/eval_benchmarks.yaml`` read through ``data.sources``.
-Sampling for all: temperature 0.6, top-p 0.95 ([P] §4.1); the system turn (the Falcon system prompt, or
-its tiny counterpart) is the run's ``EvaluationConfig.system_prompt``.
+Sampling for all: temperature 0.6, top-p 0.95 ([P] §4.1); the system turn is the run's
+``EvaluationConfig.system_prompt`` (its tiny counterpart of the Falcon system prompt, or None for the Falcon one).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Grade sampled completions with the verifiers RL rewards with (STYLE 13: one verifier is reward and metric).
+"""Grade sampled completions with the verifiers RL rewards with (one verifier is both
+the RL reward and the evaluation metric).
 
 Extraction and verdicts come from ``falcon_h1r_lib.rewards``, whose one response reader (``rewards.format``)
 curation and DeepConf share: math reads the final ``\\boxed{}`` of the answer part (an unclosed final box

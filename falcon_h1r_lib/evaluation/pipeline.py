@@ -51,10 +51,15 @@ def make_backend(cfg: EvaluationConfig, model_path: str):
 
 def build_requests(problems: Sequence[Mapping[str, Any]], tokenizer, cfg: EvaluationConfig) -> list:
     """One chat-rendered request per problem: system turn + ``prompt_template`` around the problem text
-    (plain substitution of ``{prompt}``, so templates may hold LaTeX braces such as ``\\boxed{}``)."""
-    from falcon_h1r_lib.generation import chat_request
+    (plain substitution of ``{prompt}``, so templates may hold LaTeX braces such as ``\\boxed{}``).
 
-    return [chat_request(str(p["id"]), cfg.prompt_template.replace("{prompt}", str(p["prompt"])), tokenizer, cfg.system_prompt)
+    The system turn is ``tokenizer.system_turn(cfg.system_prompt)``: None is Falcon's prompt written out, never
+    left to the chat template (a model's own template may insert another default, or none)."""
+    from falcon_h1r_lib.generation import chat_request
+    from falcon_h1r_lib.tokenizer import system_turn
+
+    system = system_turn(cfg.system_prompt)
+    return [chat_request(str(p["id"]), cfg.prompt_template.replace("{prompt}", str(p["prompt"])), tokenizer, system)
             for p in problems]
 
 
@@ -151,14 +156,15 @@ def run(
     out_dir: str | os.PathLike | None = None,
     backends: Mapping[str, tuple[Any, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``models`` ({label: path or Hub id}; default {"model": cfg.model_name_or_path}) and write
-    traces, grades, ``metrics.json`` and tables; returns the metrics record. ``backends`` ({label:
-    (backend, tokenizer)}) reuses already-loaded models."""
+    """Evaluate ``models`` ({label: path or Hub id}; default ``evaluation.models_to_compare(cfg)``: the config's
+    model, else the stage table's checkpoints, MissingStageOutput naming the notebook to run) and write traces,
+    grades, ``metrics.json`` and tables; returns the metrics record. ``backends`` ({label: (backend, tokenizer)})
+    reuses already-loaded models. Models given here are used as given (SFT's and RL's reports pass their own)."""
+    from falcon_h1r_lib.evaluation import models_to_compare
+
     watch = Stopwatch()
     if not models:
-        if not cfg.model_name_or_path:
-            raise ConfigError(f"{cfg.STAGE}: no model: set 'model_name_or_path' or pass --model")
-        models = {"model": cfg.model_name_or_path}
+        models = models_to_compare(cfg)
     out = resolve_path(out_dir) if out_dir is not None else cfg.run_dir()
     out.mkdir(parents=True, exist_ok=True)
     results = {}

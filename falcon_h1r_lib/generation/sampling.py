@@ -120,7 +120,8 @@ class GenerationRequest:
 def chat_request(problem_id: str, question: str, tokenizer, system_prompt: str | None = None) -> GenerationRequest:
     """A request from a user question, rendered with the tokenizer's chat template.
 
-    `system_prompt=None` lets the template insert the Falcon system prompt ([P] §3.4), as evaluation does.
+    `system_prompt=None` sends no system turn: our chat template then inserts the Falcon system prompt ([P] §3.4),
+    another model's template whatever it defaults to. Stages pass `tokenizer.system_turn(cfg.system_prompt)`.
     """
     messages = ([{"role": "system", "content": system_prompt}] if system_prompt is not None else [])
     messages.append({"role": "user", "content": question})

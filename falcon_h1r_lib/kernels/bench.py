@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import inspect
 import json
 import statistics
@@ -25,13 +24,9 @@ __all__ = ["benchmark", "format_table", "main", "make_inputs", "transformers_chu
 
 def transformers_chunk_scan():
     """transformers' own torch `mamba2_chunk_scan` (unwrapped: no kernel dispatch, not our patch)."""
-    module = importlib.import_module("transformers.models.falcon_h1.modeling_falcon_h1")
     from . import transformers_patch
 
-    fn = (
-        transformers_patch._original if transformers_patch._original is not None else module.mamba2_chunk_scan
-    )
-    return inspect.unwrap(fn)
+    return inspect.unwrap(transformers_patch.transformers_chunk_scan())
 
 
 def make_inputs(batch, length, heads, head_dim, state, groups, seed=0, dtype=torch.float32):

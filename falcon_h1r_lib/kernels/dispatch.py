@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-from .ssd import _validate_sequence, ssd_chunked
+from .ssd import ssd_chunked, validate_sequence
 
 __all__ = ["BACKENDS", "mamba_ssm_chunk_scan", "ssd_chunked_auto"]
 
@@ -35,7 +35,7 @@ def ssd_chunked_auto(x, dt, A, B, C, chunk_size, D=None, initial_state=None, bac
     """
     if backend not in BACKENDS:
         raise ValueError(f"ssd_chunked_auto: `backend` expected one of {BACKENDS}, got {backend!r}")
-    dims = _validate_sequence("ssd_chunked_auto", x, dt, A, B, C, D, initial_state)
+    dims = validate_sequence("ssd_chunked_auto", x, dt, A, B, C, D, initial_state)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
         raise ValueError(f"ssd_chunked_auto: `chunk_size` expected a positive int, got {chunk_size!r}")
     if backend == "torch":

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["segsum", "ssd_chunked", "ssd_sequential", "ssd_step"]
+__all__ = ["segsum", "ssd_chunked", "ssd_chunked_core", "ssd_sequential", "ssd_step", "validate_sequence"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,8 +49,9 @@ def _check_groups(fn: str, h: int, g: int) -> None:
         raise ValueError(f"{fn}: `B`/`C` groups g={g} must divide the number of heads h={h} (from `x`)")
 
 
-def _validate_sequence(fn, x, dt, A, B, C, D, initial_state) -> tuple[int, int, int, int, int, int]:
-    """Checks the (b, l, ...) inputs of the sequence scans; returns (b, l, h, p, g, n)."""
+def validate_sequence(fn, x, dt, A, B, C, D, initial_state) -> tuple[int, int, int, int, int, int]:
+    """Check the (b, l, ...) inputs of a sequence scan named ``fn`` (the scans here, the dispatcher, the transformers
+    patch); returns (b, l, h, p, g, n). Raises ValueError naming ``fn``, the argument and the shape it expected."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         got = _shape(x) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{fn}: `x` expected a 4-D tensor (b, l, h, p), got {got}")
@@ -129,7 +130,7 @@ def ssd_sequential(x, dt, A, B, C, D=None, initial_state=None):
 
     A zero-length sequence returns an empty y and the initial state (zeros when none is given).
     """
-    b, l, h, p, g, n = _validate_sequence("ssd_sequential", x, dt, A, B, C, D, initial_state)
+    b, l, h, p, g, n = validate_sequence("ssd_sequential", x, dt, A, B, C, D, initial_state)
     f = _compute_dtype(x)
     if initial_state is None:
         state = x.new_zeros((b, h, p, n), dtype=f)
@@ -173,8 +174,9 @@ def _intra_chunk_log_decay(a_cs: torch.Tensor) -> torch.Tensor:
     return (a_cs[..., :, None] - a_cs[..., None, :]).masked_fill(~causal, -torch.inf)
 
 
-def _ssd_chunked_core(x, dt, A, B, C, chunk_size, D, initial_state, dims):
-    """The chunked scan on validated inputs; y and state in the compute dtype."""
+def ssd_chunked_core(x, dt, A, B, C, chunk_size, D, initial_state, dims):
+    """The chunked scan on inputs ``validate_sequence`` passed (``dims`` is what it returned); y and state in the
+    compute dtype (float64 for float64 inputs, else float32), not cast back. Raises nothing of its own."""
     b, l, h, p, g, n = dims
     f = _compute_dtype(x)
     hg = h // g  # heads per group
@@ -248,8 +250,8 @@ def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, initial_state=None):
     The final state is the state after the last real token (padding uses dt = 0, which leaves it
     unchanged). A zero-length sequence returns an empty y and the initial state (or zeros).
     """
-    dims = _validate_sequence("ssd_chunked", x, dt, A, B, C, D, initial_state)
+    dims = validate_sequence("ssd_chunked", x, dt, A, B, C, D, initial_state)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
         raise ValueError(f"ssd_chunked: `chunk_size` expected a positive int, got {chunk_size!r}")
-    y, state = _ssd_chunked_core(x, dt, A, B, C, chunk_size, D, initial_state, dims)
+    y, state = ssd_chunked_core(x, dt, A, B, C, chunk_size, D, initial_state, dims)
     return y.to(x.dtype), state

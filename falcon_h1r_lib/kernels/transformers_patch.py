@@ -16,9 +16,10 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
-from .ssd import _ssd_chunked_core, _validate_sequence
+from .ssd import ssd_chunked_core, validate_sequence
 
-__all__ = ["falcon_h1_chunk_scan", "falcon_h1_patched", "patch_falcon_h1", "unpatch_falcon_h1"]
+__all__ = ["falcon_h1_chunk_scan", "falcon_h1_patched", "patch_falcon_h1", "transformers_chunk_scan",
+           "unpatch_falcon_h1"]
 
 _MODULE = "transformers.models.falcon_h1.modeling_falcon_h1"
 _NAME = "mamba2_chunk_scan"
@@ -55,8 +56,8 @@ def falcon_h1_chunk_scan(
     if dt_softplus:
         dt = F.softplus(dt)
     dt = torch.clamp(dt, min=dt_limit[0], max=dt_limit[1])
-    dims = _validate_sequence("falcon_h1_chunk_scan", hidden_states, dt, A, B, C, D, initial_states)
-    y, final_state = _ssd_chunked_core(hidden_states, dt, A, B, C, int(chunk_size), D, initial_states, dims)
+    dims = validate_sequence("falcon_h1_chunk_scan", hidden_states, dt, A, B, C, D, initial_states)
+    y, final_state = ssd_chunked_core(hidden_states, dt, A, B, C, int(chunk_size), D, initial_states, dims)
     if z is not None:
         y = y * F.silu(z.to(y.dtype))
     return (y, final_state) if return_final_states else y
@@ -74,6 +75,12 @@ def patch_falcon_h1(force: bool = False) -> bool:
     _original = getattr(module, _NAME)
     setattr(module, _NAME, falcon_h1_chunk_scan)
     return True
+
+
+def transformers_chunk_scan():
+    """transformers' own FalconH1 chunk scan, patched or not: the function ``patch_falcon_h1`` replaced while ours is
+    in, else the module's current one. Raises ImportError when transformers has no FalconH1."""
+    return _original if _original is not None else getattr(importlib.import_module(_MODULE), _NAME)
 
 
 def unpatch_falcon_h1() -> None:

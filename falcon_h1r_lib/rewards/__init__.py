@@ -1,4 +1,5 @@
-"""One verifier per domain, shared by RL rewards and evaluation (STYLE 13): ``verify(problem, response)``.
+"""One verifier per domain, shared by RL rewards and evaluation (what RL is paid for is
+what evaluation counts): ``verify(problem, response)``.
 
 Verdicts: True (correct), False (wrong, including *no extractable answer*: the model failed to answer),
 None (no verdict: the checker could not decide through no fault of the response, e.g. the sandbox could

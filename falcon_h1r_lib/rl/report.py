@@ -56,6 +56,23 @@ def compared_models(cfg: RLStageConfig, metrics: Mapping[str, Any]) -> dict[str,
     return {"sft": sft_model_ref(cfg), "rl": metrics["model_dir"]}
 
 
+def grades_files(eval_record: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``{name: {domain: grades file}}`` of an evaluation record (``evaluation.run``) whose models are labelled
+    ``labels`` ({"sft": label, "rl": label}). Raises KeyError naming a label the record lacks."""
+    out: dict[str, dict[str, str]] = {}
+    for name, label in labels.items():
+        out[name] = {b["domain"]: b["grades_file"] for b in _benchmarks(eval_record, label).values()
+                     if b.get("grades_file")}
+    return out
+
+
+def _benchmarks(eval_record: Mapping[str, Any], label: str) -> Mapping[str, Any]:
+    try:
+        return eval_record["metrics"]["models"][label]["benchmarks"]
+    except KeyError as err:
+        raise KeyError(f"evaluation record has no model labelled {label!r}") from err
+
+
 def accuracy_from_evaluation(eval_record: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
     """``{"sft_accuracy": {domain: {"pass_at_1", "ci", ...}}, "rl_accuracy": ..., "rl_minus_sft": {domain:
     paired difference}}`` from an evaluation record (``evaluation.run``) whose models are labelled ``labels``
@@ -70,22 +87,36 @@ def accuracy_from_evaluation(eval_record: Mapping[str, Any], labels: Mapping[str
     from falcon_h1r_lib.evaluation import paired_difference
 
     out: dict[str, Any] = {}
-    grades: dict[str, dict[str, str]] = {}
     for name, label in labels.items():
-        try:
-            benches = eval_record["metrics"]["models"][label]["benchmarks"]
-        except KeyError as err:
-            raise KeyError(f"evaluation record has no model labelled {label!r}") from err
         out[f"{name}_accuracy"] = {b["domain"]: {"benchmark": bname, "pass_at_1": b["pass_at_1"],
                                                  "ci": b["pass_at_1_ci"], "n_problems": b["n_problems"],
                                                  "samples_per_problem": b["samples_per_problem"]}
-                                   for bname, b in benches.items()}
-        grades[name] = {b["domain"]: b["grades_file"] for b in benches.values() if b.get("grades_file")}
+                                   for bname, b in _benchmarks(eval_record, label).items()}
+    grades = grades_files(eval_record, labels)
     if {"sft", "rl"} <= set(grades):
         out["rl_minus_sft"] = {
             domain: paired_difference(pd.read_parquet(resolve_path(path)), pd.read_parquet(resolve_path(grades["rl"][domain])))
             for domain, path in grades["sft"].items() if domain in grades["rl"]}
     return out
+
+
+def power_analysis(eval_record: Mapping[str, Any], labels: Mapping[str, str], domain: str = "math",
+                   ns: Sequence[int] = (4, 16, 32, 64)):
+    """The RL claim's power analysis (``evaluation.power.power_table``): problems needed to see the paper's RL
+    gain ([P] Table 3) with 80% power, per samples-per-problem n, from the variance components of this run's
+    paired SFT and RL grades on ``domain``. Returns (table, components). Raises KeyError when the record lacks
+    the SFT or RL grades of ``domain``."""
+    import pandas as pd
+
+    from falcon_h1r_lib.evaluation.power import paired_variance_from_grades, power_table
+
+    grades = grades_files(eval_record, labels)
+    try:
+        sft, rl = (pd.read_parquet(resolve_path(grades[name][domain])) for name in ("sft", "rl"))
+    except KeyError as err:
+        raise KeyError(f"evaluation record has no {domain!r} grades for both 'sft' and 'rl' ({grades})") from err
+    components = paired_variance_from_grades(sft, rl)
+    return power_table(components, ns=ns), components
 
 
 def record_accuracy(cfg: RLStageConfig, accuracy: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ One callable, not two, because of "no verdict": with separate correctness and fo
 what is left when correctness is None (``nansum``), silently scoring an undecided answer as wrong. Here a
 None verdict makes the whole reward None, which TRL marks unscorable: left out of its group's baseline
 and given zero advantage. Every None is counted and logged (``rewards/no_verdict_frac``), never folded
-into 0 (STYLE 13).
+into 0 (an unscorable sample is not a wrong one).
 
 A sample is *positive* (the auxiliary cross-entropy loss learns from it, [P] §3.1) when it is verified
 correct and well formed; the flags of the last call are kept for the trainer (``last_positive``).

@@ -277,13 +277,30 @@ _RESUME_NEUTRAL = ("max_steps", "save_steps", "save_total_limit", "logging_steps
                    "headroom_max_problems", "report_to")
 
 
+def upstream_digest(cfg: RLStageConfig) -> dict[str, str]:
+    """What the RL pool takes from notebook 02 (``_pool``): the config hash 02 recorded (``build_pool`` reads its
+    decontamination settings and held-out sets) and, by content, its ``rl_problems`` and ``sft`` datasets
+    (``data.build.output_digest``, from their manifests: no data file is read). Raises MissingStageOutput naming
+    notebook 02 (or its command) when it has not run or a dataset RL reads is missing."""
+    from falcon_h1r_lib.data import build
+
+    cfg02 = stages.recorded_config("02_data_curation", cfg.profile)
+    out = {"02_data_curation": stages.recorded_hash("02_data_curation", cfg.profile)}
+    for name in ("rl_problems", "sft"):
+        stages.require("02_data_curation", name, cfg.profile)
+        out[name] = build.output_digest(cfg02, name)
+    return out
+
+
 def run_fingerprint(cfg: RLStageConfig) -> str:
-    """SFT weights + every training-relevant field: checkpoints and results are reused only when it matches."""
+    """SFT weights + what the pool takes from notebook 02 (``upstream_digest``) + every training-relevant field:
+    checkpoints and results are reused only when it matches, so a rerun of 02 or 03 that changed what RL reads
+    retrains it. Raises MissingStageOutput naming notebook 03 or 02 when their outputs are missing."""
     import hashlib
 
     fields = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_NEUTRAL}
-    blob = json.dumps({"sft": weights_fingerprint(sft_model_path(cfg)), "cfg": fields},
-                      sort_keys=True, default=str)
+    blob = json.dumps({"sft": weights_fingerprint(sft_model_path(cfg)), "upstream": upstream_digest(cfg),
+                       "cfg": fields}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -18,18 +18,40 @@ from falcon_h1r_lib.configs import SFTStageConfig
 def load_sft_rows(cfg: SFTStageConfig) -> tuple[list[dict], list[str]]:
     """(curated SFT rows, the manifest read), from what notebook 02 wrote with the config it recorded.
 
-    Raises MissingStageOutput naming notebook 02 when it has not run for ``cfg.profile``; never rebuilds it.
+    Raises MissingStageOutput naming notebook 02 (or its command) when it has not run for ``cfg.profile`` or its
+    ``sft.parquet`` is missing (``stages.require``); never rebuilds it. ManifestError when the file was changed.
     """
     from falcon_h1r_lib import stages
     from falcon_h1r_lib.data import build
 
     cur = stages.recorded_config("02_data_curation", cfg.profile)
+    stages.require("02_data_curation", "sft", cfg.profile)
     return build.load_output(cur, "sft"), [str(build.manifest_path(cur, "sft"))]
+
+
+def upstream_digest(cfg: SFTStageConfig) -> dict[str, str]:
+    """What the SFT model takes from upstream, by content (part of ``stage.sft_fingerprint``): notebook 02's SFT
+    rows (``data.build.output_digest``, from their manifest) and the tokenizer's files (``tokenizer_digest``:
+    notebook 02's on tiny, the base model's otherwise). Cheap: no data file is read. A rerun of 02 that writes
+    other rows or another tokenizer retrains SFT; one that writes the same bytes keeps it. (02's config itself is
+    left out: a key that changes no SFT row, e.g. an RL source, must not retrain a 7B SFT run.)
+
+    Raises MissingStageOutput naming notebook 02 (or its command) when what SFT reads is missing.
+    """
+    from falcon_h1r_lib import stages
+    from falcon_h1r_lib.data import build
+    from falcon_h1r_lib.sft.base import tokenizer_path
+    from falcon_h1r_lib.tokenizer import tokenizer_digest
+
+    cur = stages.recorded_config("02_data_curation", cfg.profile)
+    stages.require("02_data_curation", "sft", cfg.profile)
+    return {"sft": build.output_digest(cur, "sft"), "tokenizer": tokenizer_digest(tokenizer_path(cfg))}
 
 
 def eval_prompts_to_exclude(cfg: SFTStageConfig) -> list[str]:
     """Held-out prompts the tiny base corpus must not contain (the evaluation sets notebook 02 decontaminated
-    against, rebuilt from the seeds its recorded config names)."""
+    against, rebuilt from the seeds its recorded config names; part of the base's ``pretrain_fingerprint``).
+    Raises MissingStageOutput naming notebook 02 when it has not run."""
     if cfg.profile != "tiny" or cfg.base_model_name_or_path:
         return []
     from falcon_h1r_lib import stages
@@ -114,4 +136,4 @@ def token_counts(dataset, column: str = "labels") -> tuple[int, int]:
 
 
 __all__ = ["WeightedCollator", "conversation", "eval_prompts_to_exclude", "load_sft_rows", "sft_dataset",
-           "sft_dataset_on_disk", "token_counts"]
+           "sft_dataset_on_disk", "token_counts", "upstream_digest"]

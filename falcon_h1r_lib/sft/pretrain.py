@@ -21,7 +21,6 @@ from typing import Any
 import torch
 
 from falcon_h1r_lib.configs import SFTStageConfig
-from falcon_h1r_lib.paths import repo_relative
 
 PRETRAIN_SEED_OFFSET = 500_001  # pretraining problems draw seeds seed + this: training range, apart from curation's
 CORPUS_VERSION = 2  # bump when the corpus format changes, so a saved base model is retrained
@@ -101,13 +100,21 @@ class BlockDataset(torch.utils.data.Dataset):
         return {"input_ids": block, "labels": block, "attention_mask": torch.ones_like(block)}
 
 
-def pretrain_fingerprint(cfg: SFTStageConfig, tokenizer_path: str) -> str:
-    """What the tiny base model depends on; a saved base with another fingerprint is retrained."""
+def pretrain_fingerprint(cfg: SFTStageConfig, tokenizer_path: str, exclude_prompts: Iterable[str] = ()) -> str:
+    """What the tiny base model depends on; a saved base with another fingerprint is retrained: the pretraining
+    keys of ``cfg``, the tokenizer's files (``tokenizer.tokenizer_digest``: notebook 02's, by content, not path),
+    the held-out prompts the corpus leaves out (they follow 02's recorded ``eval_problems_per_domain``) and the
+    corpus format. Raises FileNotFoundError when ``tokenizer_path`` is a folder without tokenizer files."""
     import hashlib
+
+    from falcon_h1r_lib.data.text import normalize_prompt
+    from falcon_h1r_lib.tokenizer import tokenizer_digest
 
     keys = {k: v for k, v in cfg.to_dict().items() if k.startswith("pretrain_") or k in ("seed", "model_width",
                                                                                             "rope_theta", "system_prompt")}
-    blob = json.dumps({**keys, "tokenizer": repo_relative(tokenizer_path), "corpus": CORPUS_VERSION}, sort_keys=True)
+    held_out = hashlib.sha256("\n".join(sorted({normalize_prompt(p) for p in exclude_prompts})).encode()).hexdigest()
+    blob = json.dumps({**keys, "tokenizer": tokenizer_digest(tokenizer_path), "held_out": held_out[:16],
+                       "corpus": CORPUS_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -134,7 +141,8 @@ def pretrain_base(
     from falcon_h1r_lib.progress import drop_printer, in_notebook, loss_log, progress_lines
 
     out_dir = Path(out_dir)
-    fingerprint = pretrain_fingerprint(cfg, tokenizer_path)
+    exclude_prompts = list(exclude_prompts)
+    fingerprint = pretrain_fingerprint(cfg, tokenizer_path, exclude_prompts)
     info = read_stage_info(out_dir)
     if info is not None and info.get("fingerprint") == fingerprint:
         return {**info, "skipped": True}

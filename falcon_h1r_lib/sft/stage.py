@@ -16,17 +16,20 @@ from falcon_h1r_lib.configs import SFTStageConfig
 from falcon_h1r_lib.sft.loss import LOSS_VERSION
 
 
-def sft_fingerprint(cfg: SFTStageConfig, base_info: Mapping[str, Any]) -> str:
-    """What the SFT model depends on (config minus the evaluation keys, the base model, the loss code)."""
+def sft_fingerprint(cfg: SFTStageConfig, base_info: Mapping[str, Any], upstream: Mapping[str, str]) -> str:
+    """What the SFT model depends on: the config minus the evaluation keys, the base model, the loss code and
+    ``upstream``, what it read from notebook 02 by content (``sft.data.upstream_digest``: rows and tokenizer)."""
     keys = {k: v for k, v in cfg.to_dict().items() if not k.startswith("eval_")}
     blob = json.dumps({"cfg": keys, "base": base_info.get("fingerprint") or base_info.get("source"),
-                       "loss": LOSS_VERSION}, sort_keys=True)
+                       "loss": LOSS_VERSION, "upstream": dict(upstream)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def train_sft(cfg: SFTStageConfig, base_path: str, base_info: Mapping[str, Any], tokenizer, rows,
-              callbacks=(), **overrides) -> dict[str, Any]:
-    """SFT from ``base_path`` on ``rows``; saves ``sft/`` (model + tokenizer); skipped when already done."""
+              callbacks=(), *, upstream: Mapping[str, str], **overrides) -> dict[str, Any]:
+    """SFT from ``base_path`` on ``rows``; saves ``sft/`` (model + tokenizer); skipped when already done with the
+    same ``sft_fingerprint`` (``upstream``: where ``rows`` and ``tokenizer`` came from, ``sft.data.upstream_digest``).
+    Raises ConfigError on a global batch other than the config's before loading the model."""
     from accelerate import PartialState
 
     from falcon_h1r_lib.checkpoints import (
@@ -46,7 +49,7 @@ def train_sft(cfg: SFTStageConfig, base_path: str, base_info: Mapping[str, Any],
     def out(key: str) -> Path:
         return stages.output_path(cfg.STAGE, key, cfg.profile)
 
-    fingerprint = sft_fingerprint(cfg, base_info)
+    fingerprint = sft_fingerprint(cfg, base_info, upstream)
     info = read_stage_info(out("sft"))
     if info is not None and info.get("fingerprint") == fingerprint and not overrides:
         return {**info, "skipped": True}
@@ -89,17 +92,20 @@ def run(cfg: SFTStageConfig) -> dict[str, Any]:
     """Base model then SFT; writes ``runs/<profile>/03_sft/{base,sft}`` and ``metrics.json`` (training part).
 
     Reads notebook 02's ``sft`` rows and (tiny) tokenizer as 02 wrote them; raises MissingStageOutput naming
-    notebook 02 when they are not there. ``report.evaluate_base_and_sft`` adds the accuracies to the same record.
+    notebook 02 when they are not there. The base and SFT models are retrained when what they read from 02 changed
+    (``upstream_digest``, ``pretrain_fingerprint``), kept otherwise. ``report.evaluate_base_and_sft`` adds the
+    accuracies to the same record.
     """
     from falcon_h1r_lib.metrics import Stopwatch, read_metrics, write_metrics
-    from falcon_h1r_lib.sft.base import load_base, load_sft_tokenizer, tokenizer_path
-    from falcon_h1r_lib.sft.data import eval_prompts_to_exclude, load_sft_rows
+    from falcon_h1r_lib.sft import base as sft_base
+    from falcon_h1r_lib.sft.data import eval_prompts_to_exclude, load_sft_rows, upstream_digest
 
     clock = Stopwatch()
     rows, reads = load_sft_rows(cfg)
-    tokenizer = load_sft_tokenizer(cfg)
-    base_path, base_info = load_base(cfg, tokenizer, eval_prompts_to_exclude(cfg))
-    sft_info = train_sft(cfg, base_path, base_info, tokenizer, rows)
+    upstream = upstream_digest(cfg)
+    tokenizer = sft_base.load_sft_tokenizer(cfg)
+    base_path, base_info = sft_base.load_base(cfg, tokenizer, eval_prompts_to_exclude(cfg))
+    sft_info = train_sft(cfg, base_path, base_info, tokenizer, rows, upstream=upstream)
     metrics: dict[str, Any] = {
         "base_model": base_path,
         "sft_model": str(stages.output_path(cfg.STAGE, "sft", cfg.profile)),
@@ -116,7 +122,7 @@ def run(cfg: SFTStageConfig) -> dict[str, Any]:
     except (ConfigError, KeyError):
         pass
     if int(os.environ.get("RANK", "0")) == 0:  # one writer under accelerate launch
-        write_metrics(cfg, metrics, wall_time_s=clock.seconds(), reads=reads + [tokenizer_path(cfg)])
+        write_metrics(cfg, metrics, wall_time_s=clock.seconds(), reads=reads + [sft_base.tokenizer_path(cfg)])
     return metrics
 
 

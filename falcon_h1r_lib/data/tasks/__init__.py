@@ -114,11 +114,3 @@ def generate(
             raise AssertionError(f"{problem['id']}: answer {problem['answer']!r} != worked solution {final!r}")
         out.append(problem)
     return out
-
-
-def generate_mix(n_per_domain: dict[str, int], seed: int, difficulty: int | None = None) -> list[dict]:
-    """Problems from several domains, e.g. ``{"math": 560, "code": 270, ...}`` ([P] Fig. 3 shares)."""
-    out: list[dict] = []
-    for domain, n in n_per_domain.items():
-        out += generate(domain, n, seed, difficulty)
-    return out

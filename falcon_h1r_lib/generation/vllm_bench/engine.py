@@ -149,8 +149,9 @@ def check_sampling(temperature: float, top_p: float) -> None:
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
 
 
-def _stop_children(timeout_s: float = 30.0) -> None:
-    """SIGTERM this process's children, wait up to `timeout_s`, then SIGKILL any left."""
+def stop_children(timeout_s: float = 30.0) -> None:
+    """SIGTERM this process's multiprocessing children (an engine's workers a session left), wait up to
+    `timeout_s`, then SIGKILL any left. Raises nothing; a child that outlives SIGKILL for 5 s is left."""
     children = multiprocessing.active_children()
     for p in children:
         p.terminate()
@@ -164,4 +165,4 @@ def _stop_children(timeout_s: float = 30.0) -> None:
 
 
 __all__ = ["ENV_KEYS", "PACKAGES", "VLLMEngine", "check_sampling", "env_vars", "kv_cache_budget_gib", "machine_info",
-           "thread_env"]
+           "stop_children", "thread_env"]

@@ -31,7 +31,7 @@ from falcon_h1r_lib.generation.vllm_bench.engine import (
     thread_env,
 )
 from falcon_h1r_lib.generation.vllm_bench.prompts import prompt_token_ids
-from falcon_h1r_lib.generation.vllm_bench.results import SCHEMA_VERSION, _median, _stem
+from falcon_h1r_lib.generation.vllm_bench.results import SCHEMA_VERSION, median, results_stem
 from falcon_h1r_lib.paths import repo_relative, resolve_path
 
 FIG8_BATCHES = (16, 64, 128)  # paper Fig. 8: batch 2-128
@@ -232,7 +232,7 @@ def _save_fig8_checkpoint(path: str | os.PathLike | None, settings: Mapping[str,
 
 def fig8_checkpoint_path(out: str | os.PathLike) -> Path:
     """Where `fig8` keeps its per-point checkpoint for the output stem `out`: `<out>.partial.json`."""
-    stem = _stem(out)
+    stem = results_stem(out)
     return stem.with_name(stem.name + ".partial.json")
 
 
@@ -246,7 +246,7 @@ def fig8_table(raw: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         missing = [m for m in MODELS if m not in by_model]
         if missing:
             raise ValueError(f"batch {batch}, output_len {n}: no measurement of {missing}")
-        tok_s = {m: _median([x["tokens"] / x["seconds"] for x in by_model[m]]) for m in MODELS}
+        tok_s = {m: median([x["tokens"] / x["seconds"] for x in by_model[m]]) for m in MODELS}
         rows.append({"batch": batch, "output_len": n, "prompt_len": by_model["hybrid"][0]["prompt_len"],
                      "repeats": len(by_model["hybrid"]), "hybrid_tok_s": tok_s["hybrid"],
                      "twin_tok_s": tok_s["twin"], "hybrid_over_twin": tok_s["hybrid"] / tok_s["twin"]})

@@ -16,11 +16,15 @@ from falcon_h1r_lib.paths import resolve_path
 SCHEMA_VERSION = 1
 
 
-def _median(values: Sequence[float]) -> float:
+def median(values: Sequence[float]) -> float:
+    """The median of the repeats of one measurement, as a plain float. Raises statistics.StatisticsError when
+    ``values`` is empty."""
     return float(statistics.median(values))
 
 
-def _stem(out: str | os.PathLike) -> Path:
+def results_stem(out: str | os.PathLike) -> Path:
+    """``out`` resolved against the repo root, without a ``.csv`` / ``.json`` suffix: the stem both result files
+    share (``<stem>.csv``, ``<stem>.json``)."""
     path = resolve_path(out)
     return path.with_suffix("") if path.suffix in (".csv", ".json") else path
 
@@ -28,7 +32,7 @@ def _stem(out: str | os.PathLike) -> Path:
 def write_results(result: Mapping[str, Any], out: str | os.PathLike, columns: Sequence[str]
                   ) -> tuple[Path, Path]:
     """`<out>.csv` (the table's `columns`) and `<out>.json` (everything); returns both paths."""
-    stem = _stem(out)
+    stem = results_stem(out)
     stem.parent.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".json")
     with open(csv_path, "w", newline="") as fh:
@@ -45,7 +49,7 @@ def write_results(result: Mapping[str, Any], out: str | os.PathLike, columns: Se
 
 def read_results(out: str | os.PathLike) -> dict[str, Any]:
     """The JSON record `write_results` wrote at `<out>.json`; fails naming the file."""
-    stem = _stem(out)
+    stem = results_stem(out)
     path = stem.with_name(stem.name + ".json")
     if not path.exists():
         raise FileNotFoundError(f"{path}: no benchmark results "
@@ -70,4 +74,4 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
     return "\n".join(lines)
 
 
-__all__ = ["SCHEMA_VERSION", "format_table", "read_results", "write_results"]
+__all__ = ["SCHEMA_VERSION", "format_table", "median", "read_results", "results_stem", "write_results"]

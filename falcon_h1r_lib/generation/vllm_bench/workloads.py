@@ -20,14 +20,14 @@ from tqdm.auto import tqdm
 
 from falcon_h1r_lib.generation.sampling import GenerationRequest, SamplingConfig
 from falcon_h1r_lib.generation.vllm_bench.engine import (
-    _stop_children,
     env_vars,
     kv_cache_budget_gib,
     machine_info,
+    stop_children,
     thread_env,
 )
 from falcon_h1r_lib.generation.vllm_bench.prompts import prompt_token_ids
-from falcon_h1r_lib.generation.vllm_bench.results import SCHEMA_VERSION, _median
+from falcon_h1r_lib.generation.vllm_bench.results import SCHEMA_VERSION, median
 from falcon_h1r_lib.paths import repo_relative, resolve_path
 
 DEFAULT_WORKLOADS_OUT = "runs/bench/workloads_vllm_cpu"
@@ -91,8 +91,8 @@ def tiny_workloads(tokenizer, max_problems: int | None = None, names: Sequence[s
     if "05_evaluation" in names:
         ev = load_config("05_evaluation", "tiny")
         bench = get_benchmark(ev.benchmarks[0], "tiny")
-        requests = _eval_requests({b: ev.max_problems for b in ev.benchmarks}, tokenizer, ev.system_prompt,
-                                  max_problems)
+        requests = _eval_requests({b: ev.max_problems for b in ev.benchmarks}, tokenizer,
+                                  system_turn(ev.system_prompt), max_problems)
         out.append(Workload("05_evaluation", "profiles/tiny/05_evaluation.yaml", requests, bench.sampling(
             seed=ev.seed, logprobs_topk=ev.logprobs_topk, n=ev.samples_per_problem,
             max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, top_p=ev.top_p), ev.batch_size))
@@ -108,7 +108,7 @@ def tiny_workloads(tokenizer, max_problems: int | None = None, names: Sequence[s
             n=rl.filter_rollouts, temperature=rl.filter_temperature, top_p=rl.filter_top_p,
             max_new_tokens=rl.filter_max_new_tokens, seed=rl.seed, logprobs_topk=0),
             256))  # rl.stage.filter_backend's HFBackend batch_size
-    if "06_deepconf_pools" in names:  # deepconf.experiment.generate_pool
+    if "06_deepconf_pools" in names:  # deepconf.experiment.generate_pools
         dc = load_config("06_deepconf_scaling", "tiny")
         requests = _eval_requests({b: dc.max_problems for b in dc.benchmarks}, tokenizer,
                                   system_turn(dc.system_prompt), max_problems)
@@ -216,7 +216,7 @@ def _session_child(kwargs: dict[str, Any], out_path: str) -> None:
     try:
         Path(out_path).write_text(json.dumps(run_session(**kwargs)))
     finally:
-        _stop_children()
+        stop_children()
 
 
 def run_session_process(env: Mapping[str, str], **kwargs: Any) -> dict[str, Any]:
@@ -265,7 +265,7 @@ def workloads_table(sessions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
         missing = [b for b in ("hf", "vllm") if b not in entry]
         if missing:
             raise ValueError(f"threads {threads}, workload {name}: no {missing} session")
-        tok_s = {b: _median([r["tokens"] / r["seconds"] for r in entry[b]]) for b in ("hf", "vllm")}
+        tok_s = {b: median([r["tokens"] / r["seconds"] for r in entry[b]]) for b in ("hf", "vllm")}
         shape = entry["shape"]
         rows.append({"threads": threads, **{k: shape[k] for k in WORKLOAD_COLUMNS if k in shape},
                      "repeats": len(entry["hf"]), "hf_tokens": entry["hf"][0]["tokens"],
