@@ -93,7 +93,10 @@ def resolve_path(path: str | os.PathLike) -> Path:
 
 
 def repo_relative(path: str | os.PathLike) -> str:
-    """``path`` relative to the repo root when inside it (records and fingerprints that survive moving the
-    checkout), else as given."""
+    """``path`` as records store it, the inverse of ``resolve_path``: ``runs/...`` when under the runs root
+    (wherever ``$FALCON_H1R_RUNS`` puts it), else relative to the repo root when inside it (records and
+    fingerprints that survive moving the checkout), else as given."""
     p = resolve_path(path)
+    if p.is_relative_to(runs_root()):
+        return str(Path("runs", p.relative_to(runs_root())))
     return str(p.relative_to(repo_root())) if p.is_relative_to(repo_root()) else str(path)
