@@ -213,7 +213,7 @@ ONCE_ACCEPTED = [
     (SFTStageConfig, {"adam_beta1": 1.0}, "adam_beta1"),
     (SFTStageConfig, {"adam_beta2": -0.5}, "adam_beta2"),
     (SFTStageConfig, {"weight_decay": -0.01}, "weight_decay"),
-    (SFTStageConfig, {"max_grad_norm": 0.0}, "max_grad_norm"),
+    (SFTStageConfig, {"max_grad_norm": -0.5}, "max_grad_norm"),
     (SFTStageConfig, {"lr_scheduler_type": "linear_warmup"}, "lr_scheduler_type"),
     (SFTStageConfig, {"seed": -1}, "seed"),
     (RLStageConfig, {"temperature": INF}, "temperature"),

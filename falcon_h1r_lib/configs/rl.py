@@ -90,7 +90,8 @@ class RLStageConfig(StageConfig):
                          "save_steps", "save_total_limit", "eval_max_problems", "eval_samples_per_problem",
                          "headroom_samples", "headroom_max_problems",
                          "vllm_tensor_parallel_size", "learning_rate", "temperature", "filter_temperature",
-                         "tis_cap", "max_grad_norm"), "(0, inf)"),
+                         "tis_cap"), "(0, inf)"),
+        "max_grad_norm": "[0, inf)",  # 0 = no clipping (transformers TrainingArguments)
         **dict.fromkeys(("extra_problems_per_domain", "warmup_steps", "cache_size", "cache_max_age", "num_threads",
                          "epsilon_high", "beta", "entropy_coef", "format_weight", "aux_ce_coef", "weight_decay"),
                         "[0, inf)"),

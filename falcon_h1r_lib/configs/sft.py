@@ -68,8 +68,9 @@ class SFTStageConfig(StageConfig):
         **dict.fromkeys(("model_width", "pretrain_block_size", "pretrain_max_steps", "pretrain_batch_size",
                          "per_device_train_batch_size", "gradient_accumulation_steps", "global_batch_size",
                          "max_length", "logging_steps", "save_steps", "save_total_limit", "eval_batch_size",
-                         "learning_rate", "pretrain_learning_rate", "num_train_epochs", "rope_theta",
-                         "max_grad_norm"), "(0, inf)"),
+                         "learning_rate", "pretrain_learning_rate", "num_train_epochs", "rope_theta"),
+                        "(0, inf)"),
+        "max_grad_norm": "[0, inf)",  # 0 = no clipping (transformers TrainingArguments; tests/test_dp_balance.py)
         **dict.fromkeys(("warmup_ratio", "adam_beta1", "adam_beta2"), "[0, 1)"),
         **dict.fromkeys(("eval_samples_per_problem", "eval_problems"), "[1, inf)"),
         "weight_decay": "[0, inf)",
