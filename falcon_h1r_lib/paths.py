@@ -93,10 +93,13 @@ def resolve_path(path: str | os.PathLike) -> Path:
 
 
 def repo_relative(path: str | os.PathLike) -> str:
-    """``path`` as records store it, the inverse of ``resolve_path``: ``runs/...`` when under the runs root
-    (wherever ``$FALCON_H1R_RUNS`` puts it), else relative to the repo root when inside it (records and
-    fingerprints that survive moving the checkout), else as given."""
+    """``path`` as records store it: relative to the repo root when inside it and when ``resolve_path`` reads
+    that relative form back as the same file (records and fingerprints that survive moving the checkout), else
+    absolute. (With ``$FALCON_H1R_RUNS`` at ``<repo>/runs/exp``, ``runs/exp/x`` would read back as
+    ``<repo>/runs/exp/exp/x``: such paths stay absolute.)"""
     p = resolve_path(path)
-    if p.is_relative_to(runs_root()):
-        return str(Path("runs", p.relative_to(runs_root())))
-    return str(p.relative_to(repo_root())) if p.is_relative_to(repo_root()) else str(path)
+    if p.is_relative_to(repo_root()):
+        rel = p.relative_to(repo_root())
+        if resolve_path(rel) == p:
+            return str(rel)
+    return str(path) if not Path(path).is_absolute() and not p.is_relative_to(repo_root()) else str(p)
