@@ -28,9 +28,39 @@ def write_stage_info(model_dir: Path, info: Mapping[str, Any]) -> None:
     tmp.replace(path)
 
 
-def checkpoint_to_resume(ckpt_dir: Path, fingerprint: str, state=None) -> str | None:
-    """The last checkpoint in ``ckpt_dir`` if it was written for ``fingerprint``; checkpoints of another
-    configuration are deleted (resuming them would silently mix two runs).
+def checkpoint_step(path: str | Path) -> int:
+    """The optimizer step of a Trainer checkpoint folder ``.../checkpoint-<step>``; ValueError naming the folder
+    for any other name."""
+    name = Path(path).name
+    prefix, _, step = name.rpartition("-")
+    if prefix != "checkpoint" or not step.isdigit():
+        raise ValueError(f"{path}: not a Trainer checkpoint folder (expected checkpoint-<step>)")
+    return int(step)
+
+
+def last_checkpoint(ckpt_dir: Path, max_steps: int | None = None) -> str | None:
+    """The checkpoint of ``ckpt_dir`` with the highest step, counting only those at or below ``max_steps`` (a run
+    whose ``max_steps`` was lowered resumes from before it, never from past it); None when there is none.
+
+    Why not ``transformers.trainer_utils.get_last_checkpoint`` alone: it has no step bound."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return None
+    found = []
+    for child in ckpt_dir.iterdir():
+        try:
+            step = checkpoint_step(child)
+        except ValueError:
+            continue
+        if child.is_dir() and (max_steps is None or step <= max_steps):
+            found.append((step, child))
+    return str(max(found)[1]) if found else None
+
+
+def checkpoint_to_resume(ckpt_dir: Path, fingerprint: str, state=None, max_steps: int | None = None) -> str | None:
+    """The last checkpoint in ``ckpt_dir`` (at or below ``max_steps`` when given: ``last_checkpoint``) if it was
+    written for ``fingerprint``; checkpoints of another configuration are deleted (resuming them would silently
+    mix two runs).
 
     Under ``accelerate launch`` only the main process deletes and stamps; the others wait at a barrier
     (``state.main_process_first``, default ``PartialState()``) and read the folder after it.
@@ -38,7 +68,6 @@ def checkpoint_to_resume(ckpt_dir: Path, fingerprint: str, state=None) -> str | 
     import shutil
 
     from accelerate import PartialState
-    from transformers.trainer_utils import get_last_checkpoint
 
     state = PartialState() if state is None else state
     ckpt_dir = Path(ckpt_dir)
@@ -51,7 +80,7 @@ def checkpoint_to_resume(ckpt_dir: Path, fingerprint: str, state=None) -> str | 
             stamp.write_text(fingerprint + "\n")
         elif not stamp.exists() or stamp.read_text().strip() != fingerprint:
             raise RuntimeError(f"{stamp}: the main process did not stamp the checkpoints for {fingerprint}")
-        return get_last_checkpoint(str(ckpt_dir))
+        return last_checkpoint(ckpt_dir, max_steps)
 
 
 def save_final_model(trainer, out_dir: Path) -> None:
@@ -69,4 +98,4 @@ def save_final_model(trainer, out_dir: Path) -> None:
     acc.wait_for_everyone()
 
 
-__all__ = ["STAGE_INFO", "checkpoint_to_resume", "read_stage_info", "save_final_model", "write_stage_info"]
+__all__ = ["STAGE_INFO", "checkpoint_step", "checkpoint_to_resume", "last_checkpoint", "read_stage_info", "save_final_model", "write_stage_info"]

@@ -160,11 +160,24 @@ def _in_interval(value: Any, text: str) -> bool:
 
 
 def check_system_prompt(stage: str, value: str | None) -> None:
-    """Raise ConfigError when a stage's ``system_prompt`` is blank: None, not "", is how a stage asks for Falcon's
-    system prompt (``tokenizer.system_turn``); an empty system turn would train or sample without the prompt."""
-    if value is not None and not value.strip():
+    """Raise ConfigError when a stage's ``system_prompt`` is blank (only spaces, control or format characters such
+    as a zero-width space) or a null spelled as text ("None", "null": YAML's ``None`` is a string): None, not "",
+    is how a stage asks for Falcon's system prompt (``tokenizer.system_turn``); an empty system turn would train
+    or sample without the prompt, and "None" would be the prompt."""
+    import unicodedata
+
+    if value is None:
+        return
+    visible = "".join(ch for ch in value if unicodedata.category(ch)[0] not in "CZ")  # no space, control or format
+    if not visible:
         raise ConfigError(f"{stage}: key 'system_prompt' is blank ({value!r}): give the system turn's text, or "
                           "null (None in a notebook) for Falcon's system prompt (tokenizer.FALCON_SYSTEM_PROMPT)")
+    if value.strip() in _NULL_WORDS:
+        raise ConfigError(f"{stage}: key 'system_prompt' is the text {value!r}, which YAML reads as a string: write "
+                          "null (None in a notebook) for Falcon's system prompt, or the system turn's text")
+
+
+_NULL_WORDS = frozenset({"None", "none", "NONE", "null", "Null", "NULL", "~", "nil"})  # meant null, read as text
 
 
 def _annotations(cls: type) -> dict[str, Any]:
@@ -283,10 +296,13 @@ class StageConfig:
 
 
 def _plain(obj: Any) -> Any:
+    """JSON-ready copy: tuples as lists, -0.0 as 0.0 (equal values hash equally: ``config_hash``)."""
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
+    if isinstance(obj, float) and obj == 0.0:
+        return 0.0
     return obj
 
 

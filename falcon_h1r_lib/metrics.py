@@ -100,6 +100,15 @@ def write_metrics(
     return path
 
 
+def clear_record(cfg: StageConfig) -> None:
+    """Remove the stage's ``metrics.json`` before the stage (re)writes any output.
+
+    ``metrics.json`` is written last, and later stages take its presence to mean "finished" (``stages.require``):
+    a rerun that stopped halfway must not leave the old record beside half-rewritten outputs. Under ``accelerate
+    launch`` every rank may call this (a missing file is fine)."""
+    (stage_dir(cfg.STAGE, cfg.profile, create=False) / "metrics.json").unlink(missing_ok=True)
+
+
 def read_metrics(stage: str, profile: str = "tiny") -> dict[str, Any]:
     """The full record a stage wrote; fails naming the file when the stage has not run."""
     path = stage_dir(stage, profile, create=False) / "metrics.json"

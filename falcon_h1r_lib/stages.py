@@ -14,6 +14,7 @@ Every stage is importable and launchable the same way: ``falcon_h1r_lib.<package
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,12 +137,16 @@ def started(name: str, key: str, profile: str = "tiny") -> bool:
 
 def output_of(path: str | Path) -> tuple[str, str, str] | None:
     """(stage, output key, profile) when ``path`` (``runs/...``, relative to the repo root, or absolute) is one of
-    the table's outputs, ``<runs root>/<profile>/<stage>/<output>``; None for any other path or a Hub id."""
+    the table's outputs, ``<runs root>/<profile>/<stage>/<output>``, or lies inside one (``04_rl/checkpoints/
+    checkpoint-10`` belongs to ``checkpoints``); None for any other path or a Hub id. Raises ConfigError for a
+    path that is not a string or ``os.PathLike``."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"a model path must be a string or a path, got {path!r} ({type(path).__name__})")
     try:
         parts = resolve_path(path).resolve().relative_to(runs_root().resolve()).parts
     except ValueError:
         return None
-    if len(parts) != 3 or parts[0] not in PROFILES or parts[1] not in _BY_NAME:
+    if len(parts) < 3 or parts[0] not in PROFILES or parts[1] not in _BY_NAME:
         return None
     keys = [k for k, rel in _BY_NAME[parts[1]].outputs.items() if rel == parts[2]]
     return (parts[1], keys[0], parts[0]) if keys else None
@@ -149,8 +154,9 @@ def output_of(path: str | Path) -> tuple[str, str, str] | None:
 
 def require_models(models: Mapping[str, str], optional: Collection[str] = ()) -> dict[str, str]:
     """``models`` ({label: checkpoint path or Hub id}, in order) checked against the stage table: a path that is a
-    stage's output (``output_of``) must be complete (``require``: the stage's ``metrics.json`` and the output), so a
-    half-written stage is refused. A model of a stage named in ``optional`` that has not ``started`` is left out,
+    stage's output, or inside one (``output_of``), must be complete (``require``: the stage's ``metrics.json`` and
+    the output), so a half-written stage is refused: a stage removes its old ``metrics.json`` before it rewrites
+    anything (``metrics.clear_record``). A model of a stage named in ``optional`` that has not ``started`` is left out,
     unless none would be left. Other paths and Hub ids pass as given (loading checks them).
 
     Returns {label: path as given}. Raises MissingStageOutput naming the notebook (tiny) or command to run.
@@ -158,7 +164,10 @@ def require_models(models: Mapping[str, str], optional: Collection[str] = ()) ->
     out: dict[str, str] = {}
     skipped: list[tuple[str, str, str]] = []
     for label, path in models.items():
-        found = output_of(path)
+        try:
+            found = output_of(path)
+        except ConfigError as err:
+            raise ConfigError(f"models[{label!r}]: {err}") from None
         if found is not None:
             name, key, profile = found
             if name in optional and not started(name, key, profile):

@@ -170,17 +170,32 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "chat_template.jinja", "chat_template.json", "tokenizer.model", "vocab.json", "merges.txt")
 
 
+def _is_hub_id(name: str) -> bool:
+    """``name`` or ``owner/name`` with the Hub's characters (``huggingface_hub.utils.validate_repo_id``)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
 def tokenizer_digest(path: str | Path) -> str:
     """sha256 over the ``TOKENIZER_FILES`` of a local tokenizer (or model) folder, so a stage's fingerprint follows
-    the tokenizer's contents, not where it lies; a Hub id (no such folder) is returned as given (pin it by revision).
-    Raises FileNotFoundError naming the folder when it holds none of those files."""
+    the tokenizer's contents, not where it lies; a Hub id (``owner/name``, whose first part is no folder of the
+    repository nor ``runs``) is returned as given (pin it by revision). Raises FileNotFoundError naming the folder when a local
+    path is missing or holds none of those files."""
     import hashlib
 
-    from falcon_h1r_lib.paths import resolve_path
+    from falcon_h1r_lib.paths import repo_root, resolve_path
 
     folder = resolve_path(path)
     if not folder.is_dir():
-        return str(path)
+        first = Path(str(path)).parts[0] if str(path) else ""
+        if _is_hub_id(str(path)) and first != "runs" and not (repo_root() / first).exists():
+            return str(path)
+        raise FileNotFoundError(f"{folder}: no such tokenizer folder (and {str(path)!r} is not a Hub id)")
     files = [folder / name for name in TOKENIZER_FILES if (folder / name).is_file()]
     if not files:
         raise FileNotFoundError(f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES)}) to fingerprint")

@@ -302,12 +302,28 @@ def test_every_numeric_key_has_a_range(stage):
 
 
 @pytest.mark.parametrize("cls", [SFTStageConfig, RLStageConfig, EvaluationConfig, DeepConfConfig])
-@pytest.mark.parametrize("blank", ["", "   ", "\n\t"])
+@pytest.mark.parametrize("blank", ["", "   ", "\n\t", "\u200b", " \u200b\ufeff\u00a0"])
 def test_a_blank_system_prompt_is_refused(cls, blank):
-    """None asks for Falcon's prompt; an empty string would silently train or sample with an empty system turn."""
-    with pytest.raises(C.ConfigError, match="'system_prompt'.*None"):
+    """None asks for Falcon's prompt; an empty string would silently train or sample with an empty system turn.
+    Before: a zero-width space passed the blank check."""
+    with pytest.raises(C.ConfigError, match="'system_prompt' is blank.*None"):
         cls.from_dict({"system_prompt": blank})
     assert cls(system_prompt=None).system_prompt is None
+
+
+@pytest.mark.parametrize("line", ["system_prompt: None", "system_prompt: 'null'", "system_prompt: ' NULL '",
+                                  "system_prompt: '~'"])
+def test_a_null_written_as_text_is_not_a_system_prompt(tmp_path, line):
+    """Before: ``system_prompt: None`` in a YAML (YAML's null is ``null``) trained with the system turn "None"."""
+    import re
+
+    path = tmp_path / "03_sft.yaml"
+    path.write_text(f"profile: tiny\n{line}\n")
+    with pytest.raises(C.ConfigError, match=re.escape(str(path)) + r".*'system_prompt' is the text .*, which YAML reads"):
+        SFTStageConfig.from_yaml(path)
+    path.write_text("profile: tiny\nsystem_prompt: null\n")
+    assert SFTStageConfig.from_yaml(path).system_prompt is None
+    assert SFTStageConfig(system_prompt="None of the above: think first.").system_prompt.startswith("None")
 
 
 # ------------------------------------------------------------------------------ where a bad value came from
@@ -403,3 +419,10 @@ def test_an_inheriting_profile_file_is_laid_over_its_parent_in_a_fresh_interpret
                  "load_config; c = RLStageConfig.from_yaml(profile_path('04_rl', 'rehearsal')); "
                  "print(c == load_config('04_rl', 'rehearsal'))")
     assert out == "True"
+
+
+def test_equal_values_hash_equally():
+    """Before: beta=-0.0 (equal to 0.0) gave another config hash, so a finished stage looked changed."""
+    base = RLStageConfig(beta=0.0)
+    assert RLStageConfig(beta=-0.0).config_hash() == base.config_hash()
+    assert RLStageConfig(beta=0.01).config_hash() != base.config_hash()

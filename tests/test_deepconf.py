@@ -314,6 +314,14 @@ def test_per_problem_accuracies_average_to_the_curves():
     assert power.loc[0, "n_problems"] == 5 and 0 < power.loc[0, "power_at_current"] < 1
     wider = X.claim_power({("m", "tiny-math"): frame}, 16, margin=0.05)  # a looser margin needs fewer problems
     assert wider.loc[0, "problems_needed"] <= power.loc[0, "problems_needed"]
+    # Before: one pair with < 2 problems killed the whole table; SD 0 claimed power 1 from one problem.
+    single, flat = frame.head(1), frame.assign(**{"deepconf-low": frame["majority"]})
+    table = X.claim_power({("m", "tiny-math"): frame, ("m", "one"): single, ("m", "flat"): flat}, 16)
+    assert list(table["benchmark"]) == ["tiny-math", "one", "flat"] and table.loc[0, "note"] == ""
+    assert "1 problem(s) with a verdict" in table.loc[1, "note"] and pd.isna(table.loc[1, "power_at_current"])
+    assert "degenerate" in table.loc[2, "note"] and pd.isna(table.loc[2, "problems_needed"])
+    with pytest.raises(KeyError, match=r"\('m', 'bare'\) has no column\(s\) \['deepconf-low'\]"):
+        X.claim_power({("m", "bare"): frame[["problem_id", "majority"]]}, 16)
 
 
 def test_cli_runs_the_experiment_on_a_tiny_random_model(tmp_path, tok, model):

@@ -153,6 +153,27 @@ def test_grades_tables_give_the_counts_components_and_paired_difference_mean():
         paired_variance_from_grades(ga, gb[gb["problem_id"] != "p0"])
 
 
+def test_no_verdict_samples_give_each_problem_its_own_n():
+    """Before: one "no verdict" sample made n differ between problems and the whole power analysis raised."""
+    rng = np.random.default_rng(7)
+    c_a, c_b = rng.integers(0, 9, 30), rng.integers(0, 9, 30)
+
+    def grades(counts, unknown=()):
+        return pd.DataFrame([{"problem_id": f"p{i}", "sample_index": j,
+                              "correct": None if (i, j) in unknown else j < c}
+                             for i, c in enumerate(counts) for j in range(8)])
+
+    equal = paired_variance_from_grades(grades(c_a), grades(c_b))
+    # sample 7 of problem 3 has no verdict; problem 5 has one graded sample left in A (no within information)
+    unknown = {(3, 7)} | {(5, j) for j in range(1, 8)}
+    mixed = paired_variance_from_grades(grades(c_a, unknown), grades(c_b))
+    assert mixed.n_problems == 29 and mixed.n_dropped == 1 and mixed.n_samples == 8
+    assert mixed.var_between == pytest.approx(equal.var_between, rel=0.3, abs=0.01)
+    assert mixed.var_sample == pytest.approx(equal.var_sample, rel=0.1)
+    with pytest.raises(ValueError, match="fewer than 2 problems have >= 2 graded samples"):
+        paired_variance_from_grades(grades(c_a[:2], {(0, j) for j in range(1, 8)}), grades(c_b[:2]))
+
+
 # --------------------------------------------------------------------------------------------
 # problems_needed: the smallest P, monotone in n and in the effect
 # --------------------------------------------------------------------------------------------

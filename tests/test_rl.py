@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -402,6 +403,18 @@ def test_power_analysis_reads_the_paired_grades_of_the_evaluation_record(tmp_pat
     with pytest.raises(KeyError, match="'math' grades"):
         report.power_analysis({"metrics": {"models": {"sft": {"benchmarks": {}}, "rl": {"benchmarks": {}}}}},
                               {"sft": "sft", "rl": "rl"})
+    # Before: domain="code" sized the test with AIME25's gain; two math benchmarks: the last one won silently.
+    coded = record(wild)
+    for label in ("sft", "rl"):
+        coded["metrics"]["models"][label]["benchmarks"]["tiny-math"]["domain"] = "code"
+    code_table, _ = report.power_analysis(coded, {"sft": "sft", "rl": "rl"}, domain="code", ns=(4,))
+    assert code_table["effect_points"].iloc[0] == pytest.approx(68.6 - 64.6)  # [P] Table 3, LCB-v6
+    with pytest.raises(ValueError, match=r"domain must be one of \['code', 'math', 'science'\].*'poetry'"):
+        report.power_analysis(coded, {"sft": "sft", "rl": "rl"}, domain="poetry")
+    twice = record(wild)
+    twice["metrics"]["models"]["sft"]["benchmarks"]["math-500"] = {"domain": "math", "grades_file": "x.parquet"}
+    with pytest.raises(ValueError, match=r"model 'sft' has two 'math' benchmarks \('tiny-math', 'math-500'\)"):
+        report.power_analysis(twice, {"sft": "sft", "rl": "rl"})
 
 
 # ------------------------------------------------------------------------------------------ issue 12: scale-out
@@ -605,7 +618,93 @@ def test_rl_fingerprint_follows_what_notebook_02_wrote(monkeypatch, tmp_path):
     assert stage.run_fingerprint(cfg) == first
     _run_02(dataclasses.replace(cfg02, decontam_ngram_n=cfg02.decontam_ngram_n + 1), problems, sft_rows)
     assert stage.run_fingerprint(cfg) != first  # 02's recorded config shapes the pool (build_pool reads it)
+    _run_02(dataclasses.replace(cfg02, minhash_num_perm=cfg02.minhash_num_perm * 2), problems, sft_rows)
+    assert stage.run_fingerprint(cfg) == first  # a 02 setting the pool does not read, same files: RL is kept
     _run_02(cfg02, problems[:3], sft_rows)
     assert stage.run_fingerprint(cfg) != first
     _run_02(cfg02, problems, sft_rows)
     assert stage.run_fingerprint(cfg) == first
+
+
+def test_a_finished_checkpoint_is_loaded_not_trained_again(tok, tmp_path):
+    """Before: re-entering a finished run resumed checkpoint-40 with max_steps 40 and trained to step 41 (changed
+    weights): transformers' train() takes one more step on a resume at max_steps. Shown here first, then the fix."""
+    from falcon_h1r_lib.checkpoints import last_checkpoint
+
+    torch.set_num_threads(1)
+    policy = build_model(falcon_h1_config("tiny", width=32, vocab_size=len(tok)), seed=2)
+    first = _trainer(policy, tok, tmp_path)
+    first.args.save_steps = 1
+    first.train()
+    done = {k: v.detach().clone() for k, v in policy.state_dict().items()}
+    ckpt = last_checkpoint(tmp_path / "ckpt", max_steps=2)
+    assert ckpt.endswith("checkpoint-2") and last_checkpoint(tmp_path / "ckpt", max_steps=1).endswith("checkpoint-1")
+
+    again = build_model(falcon_h1_config("tiny", width=32, vocab_size=len(tok)), seed=3)
+    plain = _trainer(again, tok, tmp_path / "plain")
+    plain.train(resume_from_checkpoint=ckpt)
+    assert plain.state.global_step == 3  # the library behaviour load_finished_checkpoint exists for
+
+    fresh = build_model(falcon_h1_config("tiny", width=32, vocab_size=len(tok)), seed=4)
+    loaded = _trainer(fresh, tok, tmp_path / "loaded")
+    loaded.load_finished_checkpoint(ckpt)
+    assert loaded.state.global_step == 2 and loaded.backfill_stats.steps == 2
+    assert all(torch.equal(done[k], v) for k, v in fresh.state_dict().items())
+    assert any("reward" in r for r in loaded.state.log_history)
+    with pytest.raises(ValueError, match=r"checkpoint-1: at step 1, not at max_steps=2"):
+        loaded.load_finished_checkpoint(last_checkpoint(tmp_path / "ckpt", max_steps=1))
+
+
+def test_last_checkpoint_ignores_other_folders_and_steps_past_the_bound(tmp_path):
+    from falcon_h1r_lib.checkpoints import checkpoint_step, last_checkpoint
+
+    assert last_checkpoint(tmp_path / "missing") is None
+    for name in ("checkpoint-5", "checkpoint-40", "checkpoint-9", "checkpoint-x", "other"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "checkpoint-100").write_text("a file, not a checkpoint")
+    assert Path(last_checkpoint(tmp_path)).name == "checkpoint-40"
+    assert Path(last_checkpoint(tmp_path, max_steps=39)).name == "checkpoint-9"
+    assert last_checkpoint(tmp_path, max_steps=4) is None
+    with pytest.raises(ValueError, match="checkpoint-x: not a Trainer checkpoint"):
+        checkpoint_step(tmp_path / "checkpoint-x")
+
+
+def test_a_finished_run_reentered_with_resume_neutral_changes_is_done_and_its_record_follows(monkeypatch, tmp_path):
+    """Before: a changed evaluation size (outside the fingerprint) made _done miss, and the run trained again."""
+    from falcon_h1r_lib.metrics import read_metrics, write_metrics
+
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    cfg = load_config("04_rl", "tiny")
+    (tmp_path / "tiny" / "04_rl" / "rl").mkdir(parents=True)
+    (tmp_path / "tiny" / "04_rl" / "rl" / "config.json").write_text("{}")
+    write_metrics(cfg, {"fingerprint": "f1", "global_steps": cfg.max_steps, "curves": [1]}, wall_time_s=12.0)
+    changed = dataclasses.replace(cfg, eval_max_problems=cfg.eval_max_problems + 1)
+    record = stage._done(changed, "f1")
+    assert record is not None and record["metrics"]["curves"] == [1] and record["wall_time_s"] == 12.0
+    assert read_metrics("04_rl")["config_hash"] == changed.config_hash() != cfg.config_hash()
+    assert stage._done(changed, "f2") is None  # another recipe or upstream
+    assert stage._done(dataclasses.replace(changed, max_steps=cfg.max_steps + 10), "f1") is None  # to be continued
+
+
+def test_grpo_training_is_bit_identical_when_repeated_and_when_resumed(tok, tmp_path):
+    """Issue 14: a claim that flips between two runs on one machine is not a claim. Two runs of the same short GRPO
+    stage give the same weights bit for bit, and so does a run stopped after step 1 and resumed."""
+    from transformers.trainer_utils import set_seed
+
+    torch.set_num_threads(1)
+
+    def trained(folder, stop_at=None, resume=None):
+        set_seed(0)
+        policy = build_model(falcon_h1_config("tiny", width=32, vocab_size=len(tok)), seed=5)
+        trainer = _trainer(policy, tok, tmp_path / folder)
+        trainer.args.save_steps = 1
+        if stop_at is not None:
+            trainer.args.max_steps = stop_at
+        trainer.train(resume_from_checkpoint=resume)
+        return {k: v.detach().clone() for k, v in policy.state_dict().items()}
+
+    first, second = trained("a"), trained("b")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    trained("c", stop_at=1)
+    resumed = trained("c", resume=str(tmp_path / "c" / "ckpt" / "checkpoint-1"))
+    assert all(torch.equal(first[k], resumed[k]) for k in first)

@@ -117,6 +117,44 @@ def test_evaluation_models_named_by_config_or_cli_are_checked_against_the_table(
         models_to_compare(reh, {"sft": "runs/full/03_sft/sft"})
 
 
+def test_checkpoints_inside_a_stage_output_and_bad_paths(runs):
+    """Before: 04_rl/checkpoints/checkpoint-10 of a half-written 04 passed as "another path"; None raised a bare
+    TypeError."""
+    assert stages.output_of(runs / "tiny" / "04_rl" / "checkpoints" / "checkpoint-10") == ("04_rl", "checkpoints", "tiny")
+    assert stages.output_of(runs / "tiny" / "04_rl" / "notes" / "x") is None
+    (runs / "tiny" / "04_rl" / "checkpoints" / "checkpoint-10").mkdir(parents=True)
+    with pytest.raises(MissingStageOutput, match=r"04_rl/metrics\.json does not exist"):
+        stages.require_models({"mid": str(runs / "tiny" / "04_rl" / "checkpoints" / "checkpoint-10")})
+    with pytest.raises(ConfigError, match=r"models\['rl'\]: a model path must be a string or a path, got None"):
+        stages.require_models({"rl": None})
+
+
+def test_a_rerun_stage_is_unfinished_until_it_writes_its_new_record(runs, monkeypatch):
+    """Before: a rerun of 04 that stopped after rewriting rl/ kept the old metrics.json, so 05 evaluated the
+    half-rewritten policy as finished. Each stage now clears its record first (02 and 04 shown; 03 likewise)."""
+    from falcon_h1r_lib.data import build
+    from falcon_h1r_lib.rl import stage as rl_stage
+
+    _finished(runs, "tiny", "04_rl", "rl")
+    rl_cfg = load_config("04_rl", "tiny")
+    monkeypatch.setattr(rl_stage, "run_fingerprint", lambda cfg: "new")  # another recipe: retrain
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt  # killed while preparing
+    monkeypatch.setattr(rl_stage, "prepare_data", stopped)
+    monkeypatch.setattr(rl_stage, "load_policy", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        rl_stage.run(rl_cfg)
+    with pytest.raises(MissingStageOutput, match=r"04_rl/metrics\.json does not exist"):
+        stages.require_models({"rl": str(runs / "tiny" / "04_rl" / "rl")})
+
+    _finished(runs, "tiny", "02_data_curation", "sft.parquet")
+    monkeypatch.setattr(build, "_run_tiny", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        build.run(load_config("02_data_curation", "tiny"))
+    assert not stages.started("02_data_curation", "metrics")
+
+
 def test_cli_without_the_stage_output_names_the_command(runs):
     from falcon_h1r_lib.evaluation.__main__ import main
 

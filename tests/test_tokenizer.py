@@ -217,3 +217,21 @@ def test_load_falcon_tokenizer_refuses_template_without_chatml_tokens(tmp_path):
     )
     with pytest.raises(ValueError, match="lacks the ChatML tokens"):
         load_falcon_tokenizer(tmp_path / "plain")
+
+
+def test_tokenizer_digest_follows_content_and_refuses_a_missing_local_folder(tmp_path, monkeypatch):
+    """Before: a missing local folder (a typo, notebook 02 not run) was "fingerprinted" as its path string."""
+    from falcon_h1r_lib.tokenizer import tokenizer_digest
+
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path / "runs"))
+    assert tokenizer_digest("tiiuae/Falcon-H1R-7B") == "tiiuae/Falcon-H1R-7B"  # a Hub id: pinned by revision
+    for missing in (tmp_path / "nope", "runs/tiny/02_data_curation/tokenizer", "runs/nope"):
+        with pytest.raises(FileNotFoundError, match="no such tokenizer folder"):
+            tokenizer_digest(missing)
+    (tmp_path / "tok").mkdir()
+    with pytest.raises(FileNotFoundError, match="no tokenizer files"):
+        tokenizer_digest(tmp_path / "tok")
+    (tmp_path / "tok" / "tokenizer.json").write_text("{}")
+    first = tokenizer_digest(tmp_path / "tok")
+    (tmp_path / "tok" / "tokenizer.json").write_text('{"a": 1}')
+    assert tokenizer_digest(tmp_path / "tok") != first

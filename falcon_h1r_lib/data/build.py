@@ -76,7 +76,7 @@ def _mixture(rows: list[dict], count_tokens) -> dict[str, dict[str, float]]:
 
 def run(cfg: CurationConfig, force: bool = False) -> dict[str, Any]:
     """Run the stage and return its metrics; skips work whose outputs already match ``cfg``."""
-    from falcon_h1r_lib.metrics import Stopwatch, write_metrics
+    from falcon_h1r_lib.metrics import Stopwatch, clear_record, write_metrics
 
     out = cfg.run_dir()
     done = out / "metrics.json"
@@ -89,6 +89,7 @@ def run(cfg: CurationConfig, force: bool = False) -> dict[str, Any]:
                 return record["metrics"]
             except (manifests.ManifestError, OSError):
                 pass  # outputs changed or vanished: rebuild
+    clear_record(cfg)  # until the new record is written, later stages see 02 as unfinished
     clock = Stopwatch()
     if is_tiny(cfg.profile):
         metrics = _run_tiny(cfg, out)

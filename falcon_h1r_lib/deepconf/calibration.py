@@ -40,7 +40,7 @@ from falcon_h1r_lib.deepconf.offline import NO_ANSWER, keep_top
 from falcon_h1r_lib.deepconf.online import OnlineSettings, OnlineTrace, replay_online
 
 if TYPE_CHECKING:
-    from falcon_h1r_lib.deepconf.experiment import ProblemPool
+    from falcon_h1r_lib.deepconf.replay import ProblemPool
 
 LENGTH = "length"  # the baseline "measure": -n_tokens (a shorter trace counts as more confident)
 # Pieces of the chat / answer format (tokenizer.py's specials and reasoning tags, the \boxed{} wrapper): a token

@@ -60,6 +60,8 @@ import pandas as pd
 
 # Table keys of the RL claim (row and column names in paper_results.yaml, not numbers).
 RL_TABLE, RL_ROW, SFT_ROW, RL_BENCHMARK = "table3_rl_ablation", "Math only", "SFT baseline", "AIME25"
+# The Table 3 column that measures each domain (its benchmark in [P] Table 3).
+PAPER_BENCHMARK_OF_DOMAIN = {"math": "AIME25", "code": "LCB-v6", "science": "GPQA-Diamond"}
 # The DeepConf claim's tolerance ([P] §5.2 / Fig. 1 wording "within 1 point or better"; a claim threshold,
 # not a measured result: paper_results.yaml quotes no majority@K column to derive it from).
 DEEPCONF_MARGIN = 0.01
@@ -150,6 +152,7 @@ class PairedVariance:
     var_sample: float  # E_i[p_A(1 - p_A) + p_B(1 - p_B)]: within-problem variance of a 1-sample difference
     mean_rate_a: float  # pass@1 of A (mean_i p̂_A,i), the accuracy level the components belong to
     mean_rate_b: float  # pass@1 of B
+    n_dropped: int = 0  # problems of the pilot left out (fewer than 2 graded samples: ``paired_variance_from_grades``)
 
     def var_within(self, n: int) -> float:
         """Within-problem (sampling) variance of d̂_i with n samples per model: var_sample / n."""
@@ -205,9 +208,15 @@ def paired_variance(c_a: Sequence[int], c_b: Sequence[int], n: int) -> PairedVar
 
 
 def paired_variance_from_grades(grades_a: pd.DataFrame, grades_b: pd.DataFrame) -> PairedVariance:
-    """``PairedVariance`` from two ``grading.grade_all`` tables (one row per sample) on the same problems:
-    A's and B's graded counts per problem (``metrics.problem_table``). Every problem must have the same n
-    graded samples in both tables ("no verdict" samples make n differ: raise rather than guess)."""
+    """``PairedVariance`` from two ``grading.grade_all`` tables (one row per sample) on the same problems: A's and
+    B's graded counts per problem (``metrics.problem_table``), each problem with its own numbers of graded
+    samples n_A,i and n_B,i ("no verdict" samples are left out, as pass@1 leaves them out).
+
+    With unequal n the within part of Var(d̂_i) is estimated per problem without bias,
+    p̂_A (1 - p̂_A) / (n_A - 1) + p̂_B (1 - p̂_B) / (n_B - 1), and var_between^ = max(0, s^2 - its mean); with equal n
+    this is ``paired_variance``. ``n_samples`` is then the median n. Problems with fewer than 2 graded samples
+    in either table carry no within-problem information and are left out (counted in ``n_dropped``). Raises
+    ValueError when the tables cover different problems or fewer than 2 problems remain."""
     from falcon_h1r_lib.evaluation.metrics import problem_table
 
     where = "paired_variance_from_grades"
@@ -217,11 +226,23 @@ def paired_variance_from_grades(grades_a: pd.DataFrame, grades_b: pd.DataFrame) 
     if missing:
         raise ValueError(f"{where}: grades_a and grades_b cover different problems, e.g. {missing[:3]}")
     tb = tb.loc[ta.index]
-    ns = set(ta["n_graded"].astype(int)) | set(tb["n_graded"].astype(int))
-    if len(ns) != 1:
-        raise ValueError(f"{where}: problems have different numbers of graded samples {sorted(ns)}; "
-                         "use paired_variance_from_rates per group of equal n")
-    return paired_variance(ta["c"].to_numpy(), tb["c"].to_numpy(), ns.pop())
+    n_a, n_b = ta["n_graded"].to_numpy(dtype=np.int64), tb["n_graded"].to_numpy(dtype=np.int64)  # (P,)
+    if len(set(n_a) | set(n_b)) == 1:
+        return paired_variance(ta["c"].to_numpy(), tb["c"].to_numpy(), int(n_a[0]))
+    keep = (n_a >= 2) & (n_b >= 2)
+    if keep.sum() < 2:
+        raise ValueError(f"{where}: fewer than 2 problems have >= 2 graded samples in both tables "
+                         f"({int(keep.sum())} of {keep.size})")
+    a = ta["c"].to_numpy(dtype=np.float64)[keep] / n_a[keep]
+    b = tb["c"].to_numpy(dtype=np.float64)[keep] / n_b[keep]
+    d = b - a  # (P,)
+    within = a * (1 - a) / (n_a[keep] - 1) + b * (1 - b) / (n_b[keep] - 1)  # unbiased Var(d̂_i | p) per problem
+    observed = float(np.var(d, ddof=1))
+    var_sample = float(np.mean(a * (1 - a) * n_a[keep] / (n_a[keep] - 1) + b * (1 - b) * n_b[keep] / (n_b[keep] - 1)))
+    return PairedVariance(n_problems=int(keep.sum()), n_samples=int(np.median(np.concatenate([n_a[keep], n_b[keep]]))),
+                          mean_difference=float(d.mean()), observed_variance=observed,
+                          var_between=max(0.0, observed - float(within.mean())), var_sample=var_sample,
+                          mean_rate_a=float(a.mean()), mean_rate_b=float(b.mean()), n_dropped=int((~keep).sum()))
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,6 +34,13 @@ FILTER_FILE = stages.stage("04_rl").outputs["filter"]  # one row per pool proble
 
 
 
+# The fields of notebook 02's recorded config that ``build_pool`` reads (tiny: the held-out sets it decontaminates
+# against and how): what RL's fingerprint takes from that config, so other 02 settings do not retrain RL unless
+# they change 02's files (which the fingerprint follows by content).
+POOL_FIELDS_FROM_02 = ("profile", "eval_problems_per_domain", "decontam_ngram_n", "shingle_n",
+                       "decontam_boilerplate_frac", "decontam_near_threshold")
+
+
 def build_pool(cfg: RLStageConfig, cfg02: CurationConfig, rl_rows: Sequence[dict], sft_rows: Sequence[dict],
                ) -> tuple[list[dict], list[dict[str, Any]]]:
     """(pool problems, funnel rows). Disjoint from SFT and decontaminated against the tiny benchmarks."""

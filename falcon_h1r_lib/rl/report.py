@@ -58,7 +58,8 @@ def compared_models(cfg: RLStageConfig, metrics: Mapping[str, Any]) -> dict[str,
 
 def grades_files(eval_record: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """``{name: {domain: grades file}}`` of an evaluation record (``evaluation.run``) whose models are labelled
-    ``labels`` ({"sft": label, "rl": label}). Raises KeyError naming a label the record lacks."""
+    ``labels`` ({"sft": label, "rl": label}). Raises KeyError naming a label the record lacks, ValueError naming
+    two benchmarks of one domain (the RL claim is one benchmark per domain)."""
     out: dict[str, dict[str, str]] = {}
     for name, label in labels.items():
         out[name] = {b["domain"]: b["grades_file"] for b in _benchmarks(eval_record, label).values()
@@ -67,10 +68,18 @@ def grades_files(eval_record: Mapping[str, Any], labels: Mapping[str, str]) -> d
 
 
 def _benchmarks(eval_record: Mapping[str, Any], label: str) -> Mapping[str, Any]:
+    """The record's benchmarks of model ``label``: {benchmark: result}, at most one per domain."""
     try:
-        return eval_record["metrics"]["models"][label]["benchmarks"]
+        benchmarks = eval_record["metrics"]["models"][label]["benchmarks"]
     except KeyError as err:
         raise KeyError(f"evaluation record has no model labelled {label!r}") from err
+    seen: dict[str, str] = {}
+    for bname, b in benchmarks.items():
+        if b.get("domain") in seen:
+            raise ValueError(f"evaluation record: model {label!r} has two {b['domain']!r} benchmarks "
+                             f"({seen[b['domain']]!r}, {bname!r}); the SFT-vs-RL comparison takes one per domain")
+        seen[b.get("domain")] = bname
+    return benchmarks
 
 
 def accuracy_from_evaluation(eval_record: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
@@ -103,12 +112,21 @@ def accuracy_from_evaluation(eval_record: Mapping[str, Any], labels: Mapping[str
 def power_analysis(eval_record: Mapping[str, Any], labels: Mapping[str, str], domain: str = "math",
                    ns: Sequence[int] = (4, 16, 32, 64)):
     """The RL claim's power analysis (``evaluation.power.power_table``): problems needed to see the paper's RL
-    gain ([P] Table 3) with 80% power, per samples-per-problem n, from the variance components of this run's
-    paired SFT and RL grades on ``domain``. Returns (table, components). Raises KeyError when the record lacks
-    the SFT or RL grades of ``domain``."""
+    gain ([P] Table 3, the column of ``domain``: ``PAPER_BENCHMARK_OF_DOMAIN``) with 80% power, per
+    samples-per-problem n, from the variance components of this run's paired SFT and RL grades on ``domain``.
+    Returns (table, components). Raises ValueError for a domain Table 3 has no column for, KeyError when the
+    record lacks the SFT or RL grades of ``domain``."""
     import pandas as pd
 
-    from falcon_h1r_lib.evaluation.power import paired_variance_from_grades, power_table
+    from falcon_h1r_lib.evaluation.power import (
+        PAPER_BENCHMARK_OF_DOMAIN,
+        paired_variance_from_grades,
+        power_table,
+    )
+
+    if domain not in PAPER_BENCHMARK_OF_DOMAIN:
+        raise ValueError(f"power_analysis: domain must be one of {sorted(PAPER_BENCHMARK_OF_DOMAIN)} "
+                         f"([P] Table 3's columns), got {domain!r}")
 
     grades = grades_files(eval_record, labels)
     try:
@@ -116,7 +134,7 @@ def power_analysis(eval_record: Mapping[str, Any], labels: Mapping[str, str], do
     except KeyError as err:
         raise KeyError(f"evaluation record has no {domain!r} grades for both 'sft' and 'rl' ({grades})") from err
     components = paired_variance_from_grades(sft, rl)
-    return power_table(components, ns=ns), components
+    return power_table(components, ns=ns, benchmark=PAPER_BENCHMARK_OF_DOMAIN[domain]), components
 
 
 def record_accuracy(cfg: RLStageConfig, accuracy: Mapping[str, Any]) -> dict[str, Any]:

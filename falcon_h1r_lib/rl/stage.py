@@ -277,15 +277,17 @@ _RESUME_NEUTRAL = ("max_steps", "save_steps", "save_total_limit", "logging_steps
                    "headroom_max_problems", "report_to")
 
 
-def upstream_digest(cfg: RLStageConfig) -> dict[str, str]:
-    """What the RL pool takes from notebook 02 (``_pool``): the config hash 02 recorded (``build_pool`` reads its
-    decontamination settings and held-out sets) and, by content, its ``rl_problems`` and ``sft`` datasets
-    (``data.build.output_digest``, from their manifests: no data file is read). Raises MissingStageOutput naming
-    notebook 02 (or its command) when it has not run or a dataset RL reads is missing."""
+def upstream_digest(cfg: RLStageConfig) -> dict[str, Any]:
+    """What the RL pool takes from notebook 02 (``_pool``): the recorded config's fields ``build_pool`` reads
+    (``rl_data.POOL_FIELDS_FROM_02``: the held-out sets and decontamination settings) and, by content, its
+    ``rl_problems`` and ``sft`` datasets (``data.build.output_digest``, from their manifests: no data file is
+    read), as SFT's fingerprint takes only what SFT reads. Raises MissingStageOutput naming notebook 02 (or its
+    command) when it has not run or a dataset RL reads is missing."""
     from falcon_h1r_lib.data import build
 
     cfg02 = stages.recorded_config("02_data_curation", cfg.profile)
-    out = {"02_data_curation": stages.recorded_hash("02_data_curation", cfg.profile)}
+    recorded = cfg02.to_dict()
+    out: dict[str, Any] = {"02_data_curation": {k: recorded[k] for k in rl_data.POOL_FIELDS_FROM_02}}
     for name in ("rl_problems", "sft"):
         stages.require("02_data_curation", name, cfg.profile)
         out[name] = build.output_digest(cfg02, name)
@@ -310,13 +312,23 @@ def _output(cfg: RLStageConfig, key: str) -> Path:
 
 
 def _done(cfg: RLStageConfig, fingerprint: str) -> dict[str, Any] | None:
-    from falcon_h1r_lib.metrics import read_metrics
+    """The finished run's record when ``rl/`` was trained for ``fingerprint`` to ``max_steps``; else None.
+
+    Fields outside the fingerprint (``_RESUME_NEUTRAL``: evaluation sizes, logging, threads) do not retrain: the
+    record is rewritten with the current config (its ``config_hash``) and the training results kept, so a
+    re-entered finished run neither trains again nor leaves a record of the old settings."""
+    from falcon_h1r_lib.metrics import read_metrics, write_metrics
 
     if not (_output(cfg, "rl") / "config.json").exists() or not _output(cfg, "metrics").exists():
         return None
     record = read_metrics(cfg.STAGE, cfg.profile)
-    same = record.get("config_hash") == cfg.config_hash() and record["metrics"].get("fingerprint") == fingerprint
-    return record if same else None
+    metrics = record.get("metrics") or {}
+    if metrics.get("fingerprint") != fingerprint or metrics.get("global_steps") != cfg.max_steps:
+        return None
+    if record.get("config_hash") != cfg.config_hash():
+        write_metrics(cfg, metrics, wall_time_s=float(record.get("wall_time_s", 0.0)), reads=record.get("reads"))
+        record = read_metrics(cfg.STAGE, cfg.profile)
+    return record
 
 
 def _checkpoints(ckpt_dir: Path, fingerprint: str, state=None) -> Path:
@@ -352,9 +364,9 @@ def _summed(trainer, counts: Mapping[str, int]) -> dict[str, int]:
 def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
     """Filter the RL data, train, save ``rl/`` and ``metrics.json``; skipped when done with this config."""
     import torch
-    from transformers.trainer_utils import get_last_checkpoint
 
-    from falcon_h1r_lib.metrics import Stopwatch, write_metrics
+    from falcon_h1r_lib.checkpoints import checkpoint_step, last_checkpoint
+    from falcon_h1r_lib.metrics import Stopwatch, clear_record, write_metrics
     from falcon_h1r_lib.rl.report import curves
     from falcon_h1r_lib.rl.rewards import RLVRReward
     from falcon_h1r_lib.rl.trainer import FalconGRPOTrainer
@@ -363,6 +375,7 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
     fingerprint = run_fingerprint(cfg)
     if not force and (record := _done(cfg, fingerprint)) is not None:
         return record["metrics"]
+    clear_record(cfg)  # until the new record is written, notebooks 05/06 see 04 as unfinished
     clock = Stopwatch()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -393,11 +406,14 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
         aux_ce_coef=cfg.aux_ce_coef, backfill=cfg.backfill, cache_size=cfg.cache_size,
         cache_max_age=cfg.cache_max_age, max_rounds=cfg.max_rounds,
     )
-    resume = get_last_checkpoint(str(ckpt_dir)) if cfg.resume else None
+    resume = last_checkpoint(ckpt_dir, cfg.max_steps) if cfg.resume else None  # never one past max_steps
     if resume is None and state.is_main_process and train_log.exists():
         train_log.unlink()  # a fresh run starts a fresh log
     state.wait_for_everyone()
-    trainer.train(resume_from_checkpoint=resume)
+    if resume is not None and checkpoint_step(resume) == cfg.max_steps:
+        trainer.load_finished_checkpoint(resume)  # trained already: train() would take one more step
+    else:
+        trainer.train(resume_from_checkpoint=resume)
     final = _output(cfg, "rl")
     save_final_model(trainer, final)  # under FSDP: the full state dict gathered to rank 0; safetensors
     stats: BackfillStats = trainer.backfill_stats

@@ -211,6 +211,9 @@ class FalconGRPOTrainer(GRPOTrainer):
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
+        self._load_backfill_state(checkpoint)
+
+    def _load_backfill_state(self, checkpoint: str | None) -> None:
         path = os.path.join(checkpoint, BACKFILL_STATE) if checkpoint else None
         if path and os.path.exists(path):
             with open(path) as fh:
@@ -218,6 +221,28 @@ class FalconGRPOTrainer(GRPOTrainer):
             self.backfill_stats = BackfillStats.from_dict(state["stats"])
             self._stream_start, self._stream = int(state["stream_consumed"]), None
             self.group_cache.clear()  # cached rollouts are not checkpointed: resume refills from the stream
+
+    def load_finished_checkpoint(self, checkpoint: str) -> None:
+        """Take the weights, ``TrainerState`` (log history, global step) and backfill counters of ``checkpoint``, a
+        checkpoint that already reached ``args.max_steps``, without training.
+
+        Why not ``train(resume_from_checkpoint=checkpoint)``: in transformers 5.x a resume at
+        ``global_step == max_steps`` still runs one more optimizer step (the resumed epoch starts before the step
+        bound is checked; ``tests/test_rl.py`` shows it), which would change a finished run's weights. Raises
+        ValueError when the checkpoint is not at ``max_steps``, RuntimeError under FSDP (sharded checkpoints load
+        only inside ``train``: rerun with a higher ``max_steps`` or delete the checkpoint folder to retrain).
+        """
+        from transformers.trainer_callback import TrainerState
+
+        state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+        if state.global_step != self.args.max_steps:
+            raise ValueError(f"{checkpoint}: at step {state.global_step}, not at max_steps={self.args.max_steps}")
+        if self.is_fsdp_enabled:
+            raise RuntimeError(f"{checkpoint}: already at max_steps={self.args.max_steps}, and an FSDP checkpoint "
+                               "loads only through train(); raise max_steps or delete the checkpoint folder to retrain")
+        self._load_from_checkpoint(checkpoint)  # the Trainer's own loader: safetensors, sharded or not, tied weights
+        self.state = state
+        self._load_backfill_state(checkpoint)
 
 
 __all__ = ["BACKFILL_STATE", "FalconGRPOTrainer", "positive_ce_loss"]

@@ -96,11 +96,17 @@ def run(cfg: SFTStageConfig) -> dict[str, Any]:
     (``upstream_digest``, ``pretrain_fingerprint``), kept otherwise. ``report.evaluate_base_and_sft`` adds the
     accuracies to the same record.
     """
-    from falcon_h1r_lib.metrics import Stopwatch, read_metrics, write_metrics
+    from falcon_h1r_lib.metrics import Stopwatch, clear_record, read_metrics, write_metrics
     from falcon_h1r_lib.sft import base as sft_base
     from falcon_h1r_lib.sft.data import eval_prompts_to_exclude, load_sft_rows, upstream_digest
 
     clock = Stopwatch()
+    try:
+        old = read_metrics(cfg.STAGE, cfg.profile).get("metrics") or {}
+    except ConfigError:
+        old = {}
+    if int(os.environ.get("RANK", "0")) == 0:
+        clear_record(cfg)  # until the new record is written, notebooks 04-06 see 03 as unfinished
     rows, reads = load_sft_rows(cfg)
     upstream = upstream_digest(cfg)
     tokenizer = sft_base.load_sft_tokenizer(cfg)
@@ -113,14 +119,10 @@ def run(cfg: SFTStageConfig) -> dict[str, Any]:
         "sft": sft_info,
         "wall_time_s": {"pretrain": base_info.get("wall_time_s"), "sft": sft_info["wall_time_s"]},
     }
-    try:  # keep an evaluation already recorded for these very models
-        old = read_metrics(cfg.STAGE, cfg.profile)["metrics"]
-        if old.get("sft", {}).get("fingerprint") == sft_info["fingerprint"] and "evaluation" in old:
-            metrics["evaluation"] = old["evaluation"]
-            metrics.update({k: old[k] for k in ("base_accuracy", "sft_accuracy", "base_accuracy_ci", "sft_accuracy_ci",
-                                                "eval_counts", "eval_wall_time_s") if k in old})
-    except (ConfigError, KeyError):
-        pass
+    if old.get("sft", {}).get("fingerprint") == sft_info["fingerprint"] and "evaluation" in old:
+        metrics["evaluation"] = old["evaluation"]  # keep an evaluation already recorded for these very models
+        metrics.update({k: old[k] for k in ("base_accuracy", "sft_accuracy", "base_accuracy_ci", "sft_accuracy_ci",
+                                            "eval_counts", "eval_wall_time_s") if k in old})
     if int(os.environ.get("RANK", "0")) == 0:  # one writer under accelerate launch
         write_metrics(cfg, metrics, wall_time_s=clock.seconds(), reads=reads + [sft_base.tokenizer_path(cfg)])
     return metrics
