@@ -39,8 +39,9 @@ def checkpoint_step(path: str | Path) -> int:
 
 
 def last_checkpoint(ckpt_dir: Path, max_steps: int | None = None) -> str | None:
-    """The checkpoint of ``ckpt_dir`` with the highest step, counting only those at or below ``max_steps`` (a run
-    whose ``max_steps`` was lowered resumes from before it, never from past it); None when there is none.
+    """The complete checkpoint (with its ``trainer_state.json``) of ``ckpt_dir`` with the highest step, counting only
+    those at or below ``max_steps`` (a run whose ``max_steps`` was lowered resumes from before it, never from past
+    it); None when there is none.
 
     Why not ``transformers.trainer_utils.get_last_checkpoint`` alone: it has no step bound."""
     ckpt_dir = Path(ckpt_dir)
@@ -52,9 +53,47 @@ def last_checkpoint(ckpt_dir: Path, max_steps: int | None = None) -> str | None:
             step = checkpoint_step(child)
         except ValueError:
             continue
-        if child.is_dir() and (max_steps is None or step <= max_steps):
+        complete = (child / "trainer_state.json").is_file()  # the Trainer writes it last: a killed save has none
+        if child.is_dir() and complete and (max_steps is None or step <= max_steps):
             found.append((step, child))
     return str(max(found)[1]) if found else None
+
+
+def load_finished(trainer, checkpoint: str) -> None:
+    """Give ``trainer`` the weights and ``TrainerState`` (global step, log history) of ``checkpoint``, a checkpoint
+    already at ``trainer.args.max_steps``, without training.
+
+    Why not ``trainer.train(resume_from_checkpoint=checkpoint)``: in transformers 5.x a resume at
+    ``global_step == max_steps`` still runs one more optimizer step (the resumed epoch starts before the step bound
+    is checked; ``tests/test_rl.py`` shows it), which would change a finished run's weights. Raises ValueError
+    when the checkpoint is at another step, RuntimeError under FSDP or DeepSpeed (their sharded checkpoints load
+    only inside ``train``: raise ``max_steps``, or delete the checkpoint folder to retrain)."""
+    import os
+
+    from transformers.trainer_callback import TrainerState
+
+    state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    if state.global_step != trainer.args.max_steps:
+        raise ValueError(f"{checkpoint}: at step {state.global_step}, not at max_steps={trainer.args.max_steps}")
+    if getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False):
+        raise RuntimeError(f"{checkpoint}: already at max_steps={trainer.args.max_steps}, and a sharded (FSDP/DeepSpeed) "
+                           "checkpoint loads only through train(); raise max_steps, or delete the checkpoint folder "
+                           "to retrain")
+    trainer._load_from_checkpoint(checkpoint)  # the Trainer's own loader: safetensors, sharded or not, tied weights
+    trainer.state = state
+
+
+def train_to_max_steps(trainer, checkpoint: str | None) -> bool:
+    """``trainer.train(resume_from_checkpoint=checkpoint)``, unless ``checkpoint`` is already at ``args.max_steps``:
+    then it is loaded without training (``trainer.load_finished_checkpoint`` when the trainer has one, else
+    ``load_finished``). Returns True when nothing was trained."""
+    max_steps = trainer.args.max_steps
+    if checkpoint is not None and max_steps > 0 and checkpoint_step(checkpoint) == max_steps:
+        loader = getattr(trainer, "load_finished_checkpoint", None)
+        loader(checkpoint) if loader is not None else load_finished(trainer, checkpoint)
+        return True
+    trainer.train(resume_from_checkpoint=checkpoint)
+    return False
 
 
 def checkpoint_to_resume(ckpt_dir: Path, fingerprint: str, state=None, max_steps: int | None = None) -> str | None:
@@ -98,4 +137,5 @@ def save_final_model(trainer, out_dir: Path) -> None:
     acc.wait_for_everyone()
 
 
-__all__ = ["STAGE_INFO", "checkpoint_step", "checkpoint_to_resume", "last_checkpoint", "read_stage_info", "save_final_model", "write_stage_info"]
+__all__ = ["STAGE_INFO", "checkpoint_step", "checkpoint_to_resume", "last_checkpoint", "load_finished", "read_stage_info", "save_final_model", "train_to_max_steps",
+           "write_stage_info"]

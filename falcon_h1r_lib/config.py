@@ -160,24 +160,29 @@ def _in_interval(value: Any, text: str) -> bool:
 
 
 def check_system_prompt(stage: str, value: str | None) -> None:
-    """Raise ConfigError when a stage's ``system_prompt`` is blank (only spaces, control or format characters such
-    as a zero-width space) or a null spelled as text ("None", "null": YAML's ``None`` is a string): None, not "",
-    is how a stage asks for Falcon's system prompt (``tokenizer.system_turn``); an empty system turn would train
-    or sample without the prompt, and "None" would be the prompt."""
+    """Raise ConfigError when a stage's ``system_prompt`` is not a string or None, is blank (only spaces, control or
+    format characters such as a zero-width space, or characters that render blank such as U+3164 or U+2800), or is
+    a null spelled as text ("None", "null": YAML's ``None`` is a string): None, not "", is how a stage asks for
+    Falcon's system prompt (``tokenizer.system_turn``); an empty system turn would train or sample without the
+    prompt, and "None" would be the prompt."""
     import unicodedata
 
     if value is None:
         return
-    visible = "".join(ch for ch in value if unicodedata.category(ch)[0] not in "CZ")  # no space, control or format
+    if not isinstance(value, str):
+        raise ConfigError(f"{stage}: key 'system_prompt' must be a string or null, got {type(value).__name__} {value!r}")
+    visible = "".join(ch for ch in value if unicodedata.category(ch)[0] not in "CZ" and ch not in _BLANK_LOOKING)
     if not visible:
         raise ConfigError(f"{stage}: key 'system_prompt' is blank ({value!r}): give the system turn's text, or "
                           "null (None in a notebook) for Falcon's system prompt (tokenizer.FALCON_SYSTEM_PROMPT)")
-    if value.strip() in _NULL_WORDS:
+    if visible in _NULL_WORDS:
         raise ConfigError(f"{stage}: key 'system_prompt' is the text {value!r}, which YAML reads as a string: write "
                           "null (None in a notebook) for Falcon's system prompt, or the system turn's text")
 
 
 _NULL_WORDS = frozenset({"None", "none", "NONE", "null", "Null", "NULL", "~", "nil"})  # meant null, read as text
+# Letters and symbols that render as blank space (Hangul fillers, the blank Braille pattern).
+_BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def _annotations(cls: type) -> dict[str, Any]:
@@ -284,7 +289,16 @@ class StageConfig:
         return cls.from_dict(values, source=source)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        """The fields as plain JSON values; an int given to a float field (``temperature=1``) as the float it
+        means, so equal configs record and hash equally however they were built."""
+        values = dataclasses.asdict(self)
+        for name, tp in typing.get_type_hints(type(self)).items():
+            value = values.get(name)
+            floats = tp is float or (typing.get_origin(tp) in (typing.Union, types.UnionType) and float in typing.get_args(tp)
+                                     and int not in typing.get_args(tp))
+            if floats and isinstance(value, int) and not isinstance(value, bool):
+                values[name] = float(value)
+        return _plain(values)
 
     def config_hash(self) -> str:
         """Short sha256 of the canonical JSON: written beside every metric so runs can be matched."""

@@ -302,7 +302,7 @@ def test_every_numeric_key_has_a_range(stage):
 
 
 @pytest.mark.parametrize("cls", [SFTStageConfig, RLStageConfig, EvaluationConfig, DeepConfConfig])
-@pytest.mark.parametrize("blank", ["", "   ", "\n\t", "\u200b", " \u200b\ufeff\u00a0"])
+@pytest.mark.parametrize("blank", ["", "   ", "\n\t", "\u200b", " \u200b\ufeff\u00a0", "\u3164", "\u2800"])
 def test_a_blank_system_prompt_is_refused(cls, blank):
     """None asks for Falcon's prompt; an empty string would silently train or sample with an empty system turn.
     Before: a zero-width space passed the blank check."""
@@ -324,6 +324,12 @@ def test_a_null_written_as_text_is_not_a_system_prompt(tmp_path, line):
     path.write_text("profile: tiny\nsystem_prompt: null\n")
     assert SFTStageConfig.from_yaml(path).system_prompt is None
     assert SFTStageConfig(system_prompt="None of the above: think first.").system_prompt.startswith("None")
+
+
+@pytest.mark.parametrize("value", ["None\u200b", "\ufeffnull", 5, ["x"]])
+def test_disguised_nulls_and_non_strings_are_refused_by_name(value):
+    with pytest.raises(C.ConfigError, match="'system_prompt'"):
+        SFTStageConfig(system_prompt=value)
 
 
 # ------------------------------------------------------------------------------ where a bad value came from
@@ -425,4 +431,6 @@ def test_equal_values_hash_equally():
     """Before: beta=-0.0 (equal to 0.0) gave another config hash, so a finished stage looked changed."""
     base = RLStageConfig(beta=0.0)
     assert RLStageConfig(beta=-0.0).config_hash() == base.config_hash()
+    assert RLStageConfig(beta=0).config_hash() == base.config_hash()  # an int given to a float field
+    assert RLStageConfig(temperature=1).config_hash() == RLStageConfig(temperature=1.0).config_hash()
     assert RLStageConfig(beta=0.01).config_hash() != base.config_hash()

@@ -409,6 +409,10 @@ def test_power_analysis_reads_the_paired_grades_of_the_evaluation_record(tmp_pat
         coded["metrics"]["models"][label]["benchmarks"]["tiny-math"]["domain"] = "code"
     code_table, _ = report.power_analysis(coded, {"sft": "sft", "rl": "rl"}, domain="code", ns=(4,))
     assert code_table["effect_points"].iloc[0] == pytest.approx(68.6 - 64.6)  # [P] Table 3, LCB-v6
+    code_rl, _ = report.power_analysis(coded, {"sft": "sft", "rl": "rl"}, domain="code", ns=(4,), rl_domains=("code",))
+    assert code_rl["effect_points"].iloc[0] == pytest.approx(70.8 - 64.6)  # "Code only" row
+    with pytest.raises(ValueError, match=r"no row for RL on \['poetry'\]"):
+        report.power_analysis(coded, {"sft": "sft", "rl": "rl"}, domain="code", rl_domains=("poetry",))
     with pytest.raises(ValueError, match=r"domain must be one of \['code', 'math', 'science'\].*'poetry'"):
         report.power_analysis(coded, {"sft": "sft", "rl": "rl"}, domain="poetry")
     twice = record(wild)
@@ -629,7 +633,7 @@ def test_rl_fingerprint_follows_what_notebook_02_wrote(monkeypatch, tmp_path):
 def test_a_finished_checkpoint_is_loaded_not_trained_again(tok, tmp_path):
     """Before: re-entering a finished run resumed checkpoint-40 with max_steps 40 and trained to step 41 (changed
     weights): transformers' train() takes one more step on a resume at max_steps. Shown here first, then the fix."""
-    from falcon_h1r_lib.checkpoints import last_checkpoint
+    from falcon_h1r_lib.checkpoints import last_checkpoint, train_to_max_steps
 
     torch.set_num_threads(1)
     policy = build_model(falcon_h1_config("tiny", width=32, vocab_size=len(tok)), seed=2)
@@ -647,7 +651,7 @@ def test_a_finished_checkpoint_is_loaded_not_trained_again(tok, tmp_path):
 
     fresh = build_model(falcon_h1_config("tiny", width=32, vocab_size=len(tok)), seed=4)
     loaded = _trainer(fresh, tok, tmp_path / "loaded")
-    loaded.load_finished_checkpoint(ckpt)
+    assert train_to_max_steps(loaded, ckpt) is True  # what rl.stage.run and pretraining call
     assert loaded.state.global_step == 2 and loaded.backfill_stats.steps == 2
     assert all(torch.equal(done[k], v) for k, v in fresh.state_dict().items())
     assert any("reward" in r for r in loaded.state.log_history)
@@ -661,7 +665,9 @@ def test_last_checkpoint_ignores_other_folders_and_steps_past_the_bound(tmp_path
     assert last_checkpoint(tmp_path / "missing") is None
     for name in ("checkpoint-5", "checkpoint-40", "checkpoint-9", "checkpoint-x", "other"):
         (tmp_path / name).mkdir()
+        (tmp_path / name / "trainer_state.json").write_text("{}")
     (tmp_path / "checkpoint-100").write_text("a file, not a checkpoint")
+    (tmp_path / "checkpoint-50").mkdir()  # a save killed before trainer_state.json (written last)
     assert Path(last_checkpoint(tmp_path)).name == "checkpoint-40"
     assert Path(last_checkpoint(tmp_path, max_steps=39)).name == "checkpoint-9"
     assert last_checkpoint(tmp_path, max_steps=4) is None
@@ -684,6 +690,48 @@ def test_a_finished_run_reentered_with_resume_neutral_changes_is_done_and_its_re
     assert read_metrics("04_rl")["config_hash"] == changed.config_hash() != cfg.config_hash()
     assert stage._done(changed, "f2") is None  # another recipe or upstream
     assert stage._done(dataclasses.replace(changed, max_steps=cfg.max_steps + 10), "f1") is None  # to be continued
+
+
+def test_a_reentered_run_drops_evaluations_of_other_settings_and_only_the_main_rank_writes(monkeypatch, tmp_path):
+    """From the break test: the record kept rl_accuracy of 50 problems under eval_max_problems=10; every rank wrote
+    metrics.json through one temporary file (3 of 40 two-rank trials crashed); a malformed record raised."""
+    from falcon_h1r_lib.metrics import read_metrics, write_metrics
+
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    cfg = load_config("04_rl", "tiny")
+    (tmp_path / "tiny" / "04_rl" / "rl").mkdir(parents=True)
+    (tmp_path / "tiny" / "04_rl" / "rl" / "config.json").write_text("{}")
+    trained = {"fingerprint": "f1", "global_steps": cfg.max_steps, "rl_accuracy": {"math": {"n_problems": 50}},
+               "headroom": {"x": 1}, "curves": [1]}
+    write_metrics(cfg, trained, wall_time_s=3.0)
+    old_hash = cfg.config_hash()
+
+    logging_only = dataclasses.replace(cfg, logging_steps=cfg.logging_steps + 1)
+    monkeypatch.setenv("RANK", "1")
+    assert stage._done(logging_only, "f1")["config_hash"] == logging_only.config_hash()
+    assert read_metrics("04_rl")["config_hash"] == old_hash  # a non-main rank never writes
+    monkeypatch.setenv("RANK", "0")
+    kept = stage._done(logging_only, "f1")["metrics"]
+    assert kept["rl_accuracy"] == {"math": {"n_problems": 50}}  # the evaluation settings did not change
+    assert kept["trained_with"]["config_hash"] == old_hash
+
+    smaller = dataclasses.replace(logging_only, eval_max_problems=10)
+    record = stage._done(smaller, "f1")
+    assert "rl_accuracy" not in record["metrics"] and "headroom" not in record["metrics"]
+    assert record["metrics"]["curves"] == [1] and record["metrics"]["trained_with"]["config_hash"] == old_hash
+    assert read_metrics("04_rl")["config"]["eval_max_problems"] == 10
+
+    for broken in ('{"metrics": [1]}', '{"config_hash": 1', '{"metrics": {}, "config": {}, "wall_time_s": null}'):
+        (tmp_path / "tiny" / "04_rl" / "metrics.json").write_text(broken)
+        assert stage._done(smaller, "f1") is None  # not done: the stage runs (and resumes)
+
+
+def test_max_steps_is_resume_neutral_only_under_a_constant_schedule(tmp_path, monkeypatch):
+    monkeypatch.setattr(stage, "upstream_digest", lambda cfg: {"02_data_curation": "x"})
+    base = RLStageConfig(sft_model_path=str(tmp_path / "sft"))
+    assert stage.run_fingerprint(base) == stage.run_fingerprint(dataclasses.replace(base, max_steps=99))
+    cosine = dataclasses.replace(base, lr_scheduler_type="cosine")
+    assert stage.run_fingerprint(cosine) != stage.run_fingerprint(dataclasses.replace(cosine, max_steps=99))
 
 
 def test_grpo_training_is_bit_identical_when_repeated_and_when_resumed(tok, tmp_path):

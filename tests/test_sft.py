@@ -474,6 +474,7 @@ def test_only_the_main_rank_deletes_stale_checkpoints(tmp_path):
     assert checkpoint_to_resume(ckpt, "new", main) is None and main.events == ["first", "done"]
     assert not (ckpt / "checkpoint-5").exists() and (ckpt / "FINGERPRINT").read_text() == "new\n"
     (ckpt / "checkpoint-7").mkdir()
+    (ckpt / "checkpoint-7" / "trainer_state.json").write_text("{}")  # complete: the Trainer writes it last
     assert checkpoint_to_resume(ckpt, "new", _FakeState(main=False)).endswith("checkpoint-7")
 
 

@@ -62,6 +62,9 @@ import pandas as pd
 RL_TABLE, RL_ROW, SFT_ROW, RL_BENCHMARK = "table3_rl_ablation", "Math only", "SFT baseline", "AIME25"
 # The Table 3 column that measures each domain (its benchmark in [P] Table 3).
 PAPER_BENCHMARK_OF_DOMAIN = {"math": "AIME25", "code": "LCB-v6", "science": "GPQA-Diamond"}
+# The Table 3 row of an RL run on these domains (sorted); "Math -> Code" (two sequential stages) has no key.
+PAPER_RL_ROW_OF_DOMAINS = {("math",): "Math only", ("code",): "Code only", ("science",): "Science only",
+                           ("code", "math"): "Math + Code"}
 # The DeepConf claim's tolerance ([P] §5.2 / Fig. 1 wording "within 1 point or better"; a claim threshold,
 # not a measured result: paper_results.yaml quotes no majority@K column to derive it from).
 DEEPCONF_MARGIN = 0.01
@@ -382,15 +385,16 @@ def _sd(where: str, value: Any) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def paper_rl_gain(benchmark: str = RL_BENCHMARK, path: str | os.PathLike | None = None) -> float:
-    """The paper's RL gain as a fraction: ([P] Table 3 "Math only" - "SFT baseline") / 100 on ``benchmark``,
-    read from the paper-results file (``path``, default ``data_manifests/paper_results.yaml``)."""
+def paper_rl_gain(benchmark: str = RL_BENCHMARK, path: str | os.PathLike | None = None, rl_row: str = RL_ROW) -> float:
+    """The paper's RL gain as a fraction: ([P] Table 3 ``rl_row`` (default "Math only") - "SFT baseline") / 100 on
+    ``benchmark``, read from the paper-results file (``path``, default ``data_manifests/paper_results.yaml``).
+    Raises ValueError when that cell shows no gain."""
     from falcon_h1r_lib.paper_results import paper_value
 
-    gain = (paper_value(RL_TABLE, RL_ROW, benchmark, path=path) - paper_value(RL_TABLE, SFT_ROW, benchmark, path=path))
+    gain = (paper_value(RL_TABLE, rl_row, benchmark, path=path) - paper_value(RL_TABLE, SFT_ROW, benchmark, path=path))
     if gain <= 0:
-        raise ValueError(f"paper_rl_gain: {RL_TABLE} shows no RL gain on {benchmark} ({gain:+.1f} points); "
-                         "a power analysis needs a positive effect")
+        raise ValueError(f"paper_rl_gain: {RL_TABLE} shows no RL gain for {rl_row!r} on {benchmark} ({gain:+.1f} "
+                         "points); a power analysis needs a positive effect")
     return gain / 100.0
 
 
@@ -401,10 +405,10 @@ POWER_TABLE_COLUMNS = ("claim", "test", "effect_points", "n_samples", "problems_
 def power_table(rl: PairedVariance, deepconf: DifferenceStats | None = None, ns: Sequence[int] = (4, 16, 64),
                 power: float = 0.8, alpha: float = 0.05, one_sided: bool = False,
                 margin: float = DEEPCONF_MARGIN, true_difference: float = 0.0, benchmark: str = RL_BENCHMARK,
-                path: str | os.PathLike | None = None) -> pd.DataFrame:
+                path: str | os.PathLike | None = None, rl_row: str = RL_ROW) -> pd.DataFrame:
     """One row per (claim, n samples): P needed for ``power`` and the power at the current P.
 
-    RL gain: one row per n in ``ns``, effect = ``paper_rl_gain(benchmark, path)``, variance
+    RL gain: one row per n in ``ns``, effect = ``paper_rl_gain(benchmark, path, rl_row)``, variance
     ``rl.var(n)``, current P = ``rl.n_problems``. DeepConf (if given): one row at its own n (the budget K the
     SD was measured at), non-inferiority with ``margin``, assuming ``true_difference`` (0: the methods are
     equal), current P = ``deepconf.n_problems``. Effects and SDs in points (x100); ``attrs`` keeps
@@ -415,7 +419,7 @@ def power_table(rl: PairedVariance, deepconf: DifferenceStats | None = None, ns:
     if not len(ns):
         raise ValueError(f"{where}: ns must list at least one number of samples")
     ns = [_count(where, "ns", n, 1) for n in ns]
-    effect = paper_rl_gain(benchmark, path)
+    effect = paper_rl_gain(benchmark, path, rl_row)
     rows = []
     for n in ns:
         rows.append({
@@ -424,7 +428,7 @@ def power_table(rl: PairedVariance, deepconf: DifferenceStats | None = None, ns:
             "current_problems": rl.n_problems,
             "power_at_current": power_paired(effect, rl.n_problems, n, rl, alpha, one_sided),
             "sd_per_problem": 100.0 * math.sqrt(rl.var(n)),
-            "source": f"[P] Table 3: {RL_ROW} - {SFT_ROW} on {benchmark}"})
+            "source": f"[P] Table 3: {rl_row} - {SFT_ROW} on {benchmark}"})
     if deepconf is not None:
         if not isinstance(deepconf, DifferenceStats):
             raise TypeError(f"{where}: deepconf must be a DifferenceStats (difference_stats(...)), "

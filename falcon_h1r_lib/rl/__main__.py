@@ -15,7 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m falcon_h1r_lib.rl", description=rl.__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML of RLStageConfig fields (profiles/*/04_rl.yaml)")
-    parser.add_argument("--force", action="store_true", help="re-run even when metrics.json matches the config")
+    parser.add_argument("--force", action="store_true", help="train again from the SFT model (its checkpoints removed), even when metrics.json matches the config")
     parser.add_argument("--filter-only", action="store_true",
                         help="only sample the SFT model for the Fig. 9 filter (one process), then exit")
     a = parser.parse_args(argv)

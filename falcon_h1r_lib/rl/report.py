@@ -73,12 +73,15 @@ def _benchmarks(eval_record: Mapping[str, Any], label: str) -> Mapping[str, Any]
         benchmarks = eval_record["metrics"]["models"][label]["benchmarks"]
     except KeyError as err:
         raise KeyError(f"evaluation record has no model labelled {label!r}") from err
-    seen: dict[str, str] = {}
+    seen: dict[Any, str] = {}
     for bname, b in benchmarks.items():
-        if b.get("domain") in seen:
-            raise ValueError(f"evaluation record: model {label!r} has two {b['domain']!r} benchmarks "
-                             f"({seen[b['domain']]!r}, {bname!r}); the SFT-vs-RL comparison takes one per domain")
-        seen[b.get("domain")] = bname
+        domain = b.get("domain") if isinstance(b, Mapping) else None
+        if domain is None:
+            raise ValueError(f"evaluation record: model {label!r}, benchmark {bname!r} has no 'domain'")
+        if domain in seen:
+            raise ValueError(f"evaluation record: model {label!r} has two {domain!r} benchmarks "
+                             f"({seen[domain]!r}, {bname!r}); the SFT-vs-RL comparison takes one per domain")
+        seen[domain] = bname
     return benchmarks
 
 
@@ -110,16 +113,18 @@ def accuracy_from_evaluation(eval_record: Mapping[str, Any], labels: Mapping[str
 
 
 def power_analysis(eval_record: Mapping[str, Any], labels: Mapping[str, str], domain: str = "math",
-                   ns: Sequence[int] = (4, 16, 32, 64)):
+                   ns: Sequence[int] = (4, 16, 32, 64), rl_domains: Sequence[str] = ("math",)):
     """The RL claim's power analysis (``evaluation.power.power_table``): problems needed to see the paper's RL
-    gain ([P] Table 3, the column of ``domain``: ``PAPER_BENCHMARK_OF_DOMAIN``) with 80% power, per
+    gain ([P] Table 3: the row of the domains RL trained on, ``rl_domains`` via ``PAPER_RL_ROW_OF_DOMAINS``; the
+    column of the evaluated ``domain`` via ``PAPER_BENCHMARK_OF_DOMAIN``) with 80% power, per
     samples-per-problem n, from the variance components of this run's paired SFT and RL grades on ``domain``.
-    Returns (table, components). Raises ValueError for a domain Table 3 has no column for, KeyError when the
-    record lacks the SFT or RL grades of ``domain``."""
+    Returns (table, components). Raises ValueError for a domain Table 3 has no column for or RL domains it has no
+    row for, KeyError when the record lacks the SFT or RL grades of ``domain``."""
     import pandas as pd
 
     from falcon_h1r_lib.evaluation.power import (
         PAPER_BENCHMARK_OF_DOMAIN,
+        PAPER_RL_ROW_OF_DOMAINS,
         paired_variance_from_grades,
         power_table,
     )
@@ -127,6 +132,10 @@ def power_analysis(eval_record: Mapping[str, Any], labels: Mapping[str, str], do
     if domain not in PAPER_BENCHMARK_OF_DOMAIN:
         raise ValueError(f"power_analysis: domain must be one of {sorted(PAPER_BENCHMARK_OF_DOMAIN)} "
                          f"([P] Table 3's columns), got {domain!r}")
+    rl_row = PAPER_RL_ROW_OF_DOMAINS.get(tuple(sorted(rl_domains)))
+    if rl_row is None:
+        raise ValueError(f"power_analysis: [P] Table 3 has no row for RL on {sorted(rl_domains)}; rows: "
+                         f"{sorted(map(list, PAPER_RL_ROW_OF_DOMAINS))}")
 
     grades = grades_files(eval_record, labels)
     try:
@@ -134,7 +143,7 @@ def power_analysis(eval_record: Mapping[str, Any], labels: Mapping[str, str], do
     except KeyError as err:
         raise KeyError(f"evaluation record has no {domain!r} grades for both 'sft' and 'rl' ({grades})") from err
     components = paired_variance_from_grades(sft, rl)
-    return power_table(components, ns=ns, benchmark=PAPER_BENCHMARK_OF_DOMAIN[domain]), components
+    return power_table(components, ns=ns, benchmark=PAPER_BENCHMARK_OF_DOMAIN[domain], rl_row=rl_row), components
 
 
 def record_accuracy(cfg: RLStageConfig, accuracy: Mapping[str, Any]) -> dict[str, Any]:

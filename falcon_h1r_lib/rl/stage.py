@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from falcon_h1r_lib import stages
-from falcon_h1r_lib.config import is_tiny
+from falcon_h1r_lib.config import ConfigError, is_tiny
 from falcon_h1r_lib.configs import RLStageConfig
 from falcon_h1r_lib.models.identity import weights_fingerprint
 from falcon_h1r_lib.paths import repo_relative, resolve_path
@@ -271,10 +271,26 @@ def _jsonl_callback(path: Path):
     return JsonlLog()
 
 
-# Fields that do not change what a step computes: a checkpoint stays resumable when only these differ.
+# Fields that do not change what a step computes: a checkpoint stays resumable when only these differ
+# (``max_steps`` only under a constant schedule: ``resume_neutral``).
 _RESUME_NEUTRAL = ("max_steps", "save_steps", "save_total_limit", "logging_steps", "resume", "num_threads",
                    "eval_benchmarks", "eval_max_problems", "eval_samples_per_problem", "headroom_samples",
                    "headroom_max_problems", "report_to")
+# Of those, the ones notebook 04's evaluation and headroom check read: when they change, the results
+# ``report.record_accuracy`` / ``record_headroom`` added to metrics.json no longer describe this config.
+EVALUATION_FIELDS = ("eval_benchmarks", "eval_max_problems", "eval_samples_per_problem", "headroom_samples",
+                     "headroom_max_problems")
+EVALUATION_KEYS = ("sft_accuracy", "rl_accuracy", "rl_minus_sft", "headroom")  # what those report functions add
+_CONSTANT_SCHEDULES = ("constant", "constant_with_warmup")
+
+
+def resume_neutral(cfg: RLStageConfig) -> tuple[str, ...]:
+    """The config fields a checkpoint may be resumed under when they change: ``_RESUME_NEUTRAL``, without
+    ``max_steps`` when the learning-rate schedule depends on it (linear, cosine, ...: every step's rate would
+    differ)."""
+    if cfg.lr_scheduler_type in _CONSTANT_SCHEDULES:
+        return _RESUME_NEUTRAL
+    return tuple(k for k in _RESUME_NEUTRAL if k != "max_steps")
 
 
 def upstream_digest(cfg: RLStageConfig) -> dict[str, Any]:
@@ -300,7 +316,8 @@ def run_fingerprint(cfg: RLStageConfig) -> str:
     retrains it. Raises MissingStageOutput naming notebook 03 or 02 when their outputs are missing."""
     import hashlib
 
-    fields = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_NEUTRAL}
+    neutral = resume_neutral(cfg)
+    fields = {k: v for k, v in cfg.to_dict().items() if k not in neutral}
     blob = json.dumps({"sft": weights_fingerprint(sft_model_path(cfg)), "upstream": upstream_digest(cfg),
                        "cfg": fields}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -312,27 +329,39 @@ def _output(cfg: RLStageConfig, key: str) -> Path:
 
 
 def _done(cfg: RLStageConfig, fingerprint: str) -> dict[str, Any] | None:
-    """The finished run's record when ``rl/`` was trained for ``fingerprint`` to ``max_steps``; else None.
+    """The finished run's record when ``rl/`` was trained for ``fingerprint`` to ``max_steps``; else None (also
+    for an unreadable or malformed record: the stage then runs, resuming from its checkpoints).
 
-    Fields outside the fingerprint (``_RESUME_NEUTRAL``: evaluation sizes, logging, threads) do not retrain: the
-    record is rewritten with the current config (its ``config_hash``) and the training results kept, so a
-    re-entered finished run neither trains again nor leaves a record of the old settings."""
+    Fields outside the fingerprint (``resume_neutral``: evaluation sizes, logging, threads) do not retrain: the
+    main process rewrites the record with the current config and keeps the training results, so a re-entered
+    finished run neither trains again nor leaves a record of the old settings. The evaluation results notebook 04
+    added (``EVALUATION_KEYS``) are dropped when an ``EVALUATION_FIELDS`` value changed; ``trained_with`` keeps
+    the git commit and config hash the model was trained under."""
     from falcon_h1r_lib.metrics import read_metrics, write_metrics
 
     if not (_output(cfg, "rl") / "config.json").exists() or not _output(cfg, "metrics").exists():
         return None
-    record = read_metrics(cfg.STAGE, cfg.profile)
-    metrics = record.get("metrics") or {}
+    try:
+        record = read_metrics(cfg.STAGE, cfg.profile)
+        metrics, old_cfg = dict(record["metrics"]), dict(record["config"])
+        wall = float(record["wall_time_s"])
+    except (ConfigError, KeyError, TypeError, ValueError, AttributeError):
+        return None
     if metrics.get("fingerprint") != fingerprint or metrics.get("global_steps") != cfg.max_steps:
         return None
-    if record.get("config_hash") != cfg.config_hash():
-        write_metrics(cfg, metrics, wall_time_s=float(record.get("wall_time_s", 0.0)), reads=record.get("reads"))
-        record = read_metrics(cfg.STAGE, cfg.profile)
-    return record
+    if record.get("config_hash") == cfg.config_hash():
+        return record
+    if any(old_cfg.get(k) != v for k, v in cfg.to_dict().items() if k in EVALUATION_FIELDS):
+        metrics = {k: v for k, v in metrics.items() if k not in EVALUATION_KEYS}
+    metrics.setdefault("trained_with", {"git_commit": record.get("git_commit"), "config_hash": record.get("config_hash")})
+    if int(os.environ.get("RANK", "0")) == 0:  # one writer under accelerate launch
+        write_metrics(cfg, metrics, wall_time_s=wall, reads=record.get("reads"))
+    return {**record, "config": cfg.to_dict(), "config_hash": cfg.config_hash(), "metrics": metrics}
 
 
-def _checkpoints(ckpt_dir: Path, fingerprint: str, state=None) -> Path:
-    """The checkpoint folder ``ckpt_dir``, emptied when it holds another run's checkpoints (other SFT model or recipe).
+def _checkpoints(ckpt_dir: Path, fingerprint: str, state=None, fresh: bool = False) -> Path:
+    """The checkpoint folder ``ckpt_dir``, emptied when it holds another run's checkpoints (other SFT model or recipe)
+    or when ``fresh`` (``run(force=True)``: train from the SFT model again).
 
     A collective under data parallelism (``state``: accelerate's ``PartialState``): the main process cleans and
     stamps, then every rank waits, so no rank looks for a checkpoint while the folder is being removed."""
@@ -343,7 +372,7 @@ def _checkpoints(ckpt_dir: Path, fingerprint: str, state=None) -> Path:
     state = PartialState() if state is None else state
     stamp = ckpt_dir / "FINGERPRINT"
     if state.is_main_process:
-        if ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
+        if ckpt_dir.exists() and (fresh or not stamp.exists() or stamp.read_text().strip() != fingerprint):
             shutil.rmtree(ckpt_dir)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         stamp.write_text(fingerprint + "\n")
@@ -362,10 +391,11 @@ def _summed(trainer, counts: Mapping[str, int]) -> dict[str, int]:
 
 
 def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
-    """Filter the RL data, train, save ``rl/`` and ``metrics.json``; skipped when done with this config."""
+    """Filter the RL data, train, save ``rl/`` and ``metrics.json``; skipped when done with this config (``_done``),
+    resumed from the last checkpoint of the same run otherwise; ``force`` trains again from the SFT model."""
     import torch
 
-    from falcon_h1r_lib.checkpoints import checkpoint_step, last_checkpoint
+    from falcon_h1r_lib.checkpoints import last_checkpoint, train_to_max_steps
     from falcon_h1r_lib.metrics import Stopwatch, clear_record, write_metrics
     from falcon_h1r_lib.rl.report import curves
     from falcon_h1r_lib.rl.rewards import RLVRReward
@@ -398,7 +428,7 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
         raise RuntimeError(f"{cfg.STAGE}: launched with WORLD_SIZE={world_size} but accelerate set up "
                            f"{state.num_processes} process(es) ({state.distributed_type}); on CPU an FSDP launch needs "
                            "accelerator-type ranks (falcon_h1r_lib/fsdp_on_cpu), see rl.stage._force_cpu")
-    ckpt_dir = _checkpoints(_output(cfg, "checkpoints"), fingerprint, state)
+    ckpt_dir = _checkpoints(_output(cfg, "checkpoints"), fingerprint, state, fresh=force)
     reward = RLVRReward(format_weight=cfg.format_weight)
     trainer = FalconGRPOTrainer(
         model=model, reward_funcs=[reward], args=args, train_dataset=Dataset.from_list(rows),
@@ -410,10 +440,7 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
     if resume is None and state.is_main_process and train_log.exists():
         train_log.unlink()  # a fresh run starts a fresh log
     state.wait_for_everyone()
-    if resume is not None and checkpoint_step(resume) == cfg.max_steps:
-        trainer.load_finished_checkpoint(resume)  # trained already: train() would take one more step
-    else:
-        trainer.train(resume_from_checkpoint=resume)
+    loaded = train_to_max_steps(trainer, resume)  # a checkpoint at max_steps is loaded: train() would step once more
     final = _output(cfg, "rl")
     save_final_model(trainer, final)  # under FSDP: the full state dict gathered to rank 0; safetensors
     stats: BackfillStats = trainer.backfill_stats
@@ -424,10 +451,12 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
         "curves": curves(trainer.state.log_history),
         "backfill": {**stats.to_dict(),
                      **(generation_calls_saved(stats, groups_per_rank, cfg.max_rounds) if cfg.backfill else {})},
-        "reward_totals": _summed(trainer, reward.totals),
+        # counted by this process's reward function: None when nothing was trained here (a finished checkpoint)
+        "reward_totals": None if loaded else _summed(trainer, reward.totals),
         "resumed_from": str(Path(resume).name) if resume else None,
+        "loaded_finished_checkpoint": loaded,
         "global_steps": int(trainer.state.global_step),
-        "train_wall_s": float(sum(r.get("train_runtime", 0.0) for r in trainer.state.log_history)),
+        "train_wall_s": None if loaded else float(sum(r.get("train_runtime", 0.0) for r in trainer.state.log_history)),
         "model_dir": repo_relative(final),
         "batch": {**batch_plan(cfg, world_size), "launch": str(state.distributed_type)},
     }

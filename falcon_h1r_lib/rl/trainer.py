@@ -223,25 +223,11 @@ class FalconGRPOTrainer(GRPOTrainer):
             self.group_cache.clear()  # cached rollouts are not checkpointed: resume refills from the stream
 
     def load_finished_checkpoint(self, checkpoint: str) -> None:
-        """Take the weights, ``TrainerState`` (log history, global step) and backfill counters of ``checkpoint``, a
-        checkpoint that already reached ``args.max_steps``, without training.
+        """``checkpoints.load_finished`` (weights and ``TrainerState`` of a checkpoint already at ``max_steps``,
+        without training) plus the backfill counters and prompt-stream position saved with it."""
+        from falcon_h1r_lib.checkpoints import load_finished
 
-        Why not ``train(resume_from_checkpoint=checkpoint)``: in transformers 5.x a resume at
-        ``global_step == max_steps`` still runs one more optimizer step (the resumed epoch starts before the step
-        bound is checked; ``tests/test_rl.py`` shows it), which would change a finished run's weights. Raises
-        ValueError when the checkpoint is not at ``max_steps``, RuntimeError under FSDP (sharded checkpoints load
-        only inside ``train``: rerun with a higher ``max_steps`` or delete the checkpoint folder to retrain).
-        """
-        from transformers.trainer_callback import TrainerState
-
-        state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
-        if state.global_step != self.args.max_steps:
-            raise ValueError(f"{checkpoint}: at step {state.global_step}, not at max_steps={self.args.max_steps}")
-        if self.is_fsdp_enabled:
-            raise RuntimeError(f"{checkpoint}: already at max_steps={self.args.max_steps}, and an FSDP checkpoint "
-                               "loads only through train(); raise max_steps or delete the checkpoint folder to retrain")
-        self._load_from_checkpoint(checkpoint)  # the Trainer's own loader: safetensors, sharded or not, tied weights
-        self.state = state
+        load_finished(self, checkpoint)
         self._load_backfill_state(checkpoint)
 
 

@@ -134,7 +134,12 @@ def pretrain_base(
     """
     from transformers import Trainer, TrainingArguments
 
-    from falcon_h1r_lib.checkpoints import checkpoint_to_resume, read_stage_info, write_stage_info
+    from falcon_h1r_lib.checkpoints import (
+        checkpoint_to_resume,
+        read_stage_info,
+        train_to_max_steps,
+        write_stage_info,
+    )
     from falcon_h1r_lib.kernels import patch_falcon_h1
     from falcon_h1r_lib.metrics import Stopwatch
     from falcon_h1r_lib.models import build_model, count_parameters, falcon_h1_config
@@ -181,8 +186,8 @@ def pretrain_base(
     trainer = Trainer(model=model, args=args, train_dataset=BlockDataset(blocks), callbacks=callbacks)
     if args.disable_tqdm:
         drop_printer(trainer)
-    last = checkpoint_to_resume(ckpt_dir, fingerprint)
-    trainer.train(resume_from_checkpoint=last)
+    last = checkpoint_to_resume(ckpt_dir, fingerprint, max_steps=cfg.pretrain_max_steps)
+    train_to_max_steps(trainer, last)  # a checkpoint at max_steps is loaded: train() would step once more
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

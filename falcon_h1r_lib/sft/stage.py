@@ -36,6 +36,7 @@ def train_sft(cfg: SFTStageConfig, base_path: str, base_info: Mapping[str, Any],
         checkpoint_to_resume,
         read_stage_info,
         save_final_model,
+        train_to_max_steps,
         write_stage_info,
     )
     from falcon_h1r_lib.kernels import patch_falcon_h1
@@ -62,8 +63,9 @@ def train_sft(cfg: SFTStageConfig, base_path: str, base_info: Mapping[str, Any],
     mup = check_mup(model.config, cfg)
     dataset = sft_dataset_on_disk(rows, system_turn(cfg.system_prompt), cfg.difficulty_weighting, out("data"), state)
     trainer = build_trainer(cfg, model, tokenizer, dataset, out("checkpoints"), callbacks, **overrides)
-    last = checkpoint_to_resume(out("checkpoints"), fingerprint, state)
-    trainer.train(resume_from_checkpoint=last)
+    bound = trainer.args.max_steps if trainer.args.max_steps > 0 else None  # SFT counts epochs unless max_steps
+    last = checkpoint_to_resume(out("checkpoints"), fingerprint, state, max_steps=bound)
+    train_to_max_steps(trainer, last)  # a checkpoint at max_steps is loaded: train() would step once more
     save_final_model(trainer, out("sft"))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(out("sft"))
@@ -105,11 +107,11 @@ def run(cfg: SFTStageConfig) -> dict[str, Any]:
         old = read_metrics(cfg.STAGE, cfg.profile).get("metrics") or {}
     except ConfigError:
         old = {}
-    if int(os.environ.get("RANK", "0")) == 0:
-        clear_record(cfg)  # until the new record is written, notebooks 04-06 see 03 as unfinished
     rows, reads = load_sft_rows(cfg)
     upstream = upstream_digest(cfg)
     tokenizer = sft_base.load_sft_tokenizer(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:  # inputs read: from here on 03's outputs may be rewritten
+        clear_record(cfg)  # until the new record is written, notebooks 04-06 see 03 as unfinished
     base_path, base_info = sft_base.load_base(cfg, tokenizer, eval_prompts_to_exclude(cfg))
     sft_info = train_sft(cfg, base_path, base_info, tokenizer, rows, upstream=upstream)
     metrics: dict[str, Any] = {
