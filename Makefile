@@ -17,6 +17,9 @@ export HF_DATASETS_OFFLINE ?= 1
 endif
 export TOKENIZERS_PARALLELISM ?= false
 export MPLBACKEND ?= Agg
+# idle OpenMP threads sleep instead of spinning: beside one busy process a 2-thread training step slows ~1.5x
+# instead of ~3x (`python -m falcon_h1r_lib.threads` measures it); it must be set before torch is imported
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup reproduce rehearse test test-unit test-rehearsal test-notebooks lab bench bench-vllm strip clean
 

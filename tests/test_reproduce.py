@@ -83,3 +83,10 @@ def test_metrics_record_round_trip(fake_repo):
         M.write_metrics(cfg, {"bad": float("nan")}, wall_time_s=0.0)
     with pytest.raises(C.ConfigError, match="no metrics"):
         M.read_metrics("02_data_curation")
+
+
+def test_kernels_start_offline_on_tiny_with_sleeping_openmp_threads():
+    from falcon_h1r_lib.reproduce import kernel_env_defaults
+
+    assert kernel_env_defaults("tiny") == {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert kernel_env_defaults("full") == {"OMP_WAIT_POLICY": "PASSIVE"}  # the full profile reaches the Hub
