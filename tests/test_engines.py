@@ -51,7 +51,7 @@ def test_sft_evaluation_closes_each_engine_before_the_next(monkeypatch, tmp_path
 def test_rl_filter_engine_is_closed_before_training_loads_the_policy(monkeypatch, tmp_path):
     """With vLLM rollouts the filter's engine is closed before the policy (and TRL's own engine) load."""
     from falcon_h1r_lib import rl
-    from falcon_h1r_lib.rl import stage
+    from falcon_h1r_lib.rl import resume, stage
 
     events = []
     monkeypatch.setattr(stage, "prepare_data", lambda cfg, out, *a, **k: events.append("filter closed") or ([], {}))
@@ -64,7 +64,7 @@ def test_rl_filter_engine_is_closed_before_training_loads_the_policy(monkeypatch
     monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
     cfg = load_config("04_rl", "rehearsal")
     assert cfg.use_vllm
-    monkeypatch.setattr(stage, "run_fingerprint", lambda cfg: "x")
+    monkeypatch.setattr(resume, "run_fingerprint", lambda cfg: "x")
     with pytest.raises(RuntimeError, match="stop here"):
         rl.run(cfg, force=True)
     assert events == ["filter closed", "policy"]

@@ -16,7 +16,7 @@ from falcon_h1r_lib.config import ConfigError, load_config
 from falcon_h1r_lib.configs import RLStageConfig
 from falcon_h1r_lib.models import build_model, falcon_h1_config
 from falcon_h1r_lib.rl import data as rl_data
-from falcon_h1r_lib.rl import report, stage
+from falcon_h1r_lib.rl import report, resume, stage
 from falcon_h1r_lib.rl.backfill import (
     BackfillStats,
     GroupCache,
@@ -317,19 +317,19 @@ def test_resume_restores_backfill_counters_and_stream(tok, tmp_path):
 
 
 def test_checkpoints_of_another_run_are_wiped_and_fingerprints_track_the_recipe(tmp_path, monkeypatch):
-    monkeypatch.setattr(stage, "upstream_digest", lambda cfg: {"02_data_curation": "x"})  # notebook 02 "ran"
+    monkeypatch.setattr(resume, "upstream_digest", lambda cfg: {"02_data_curation": "x"})  # notebook 02 "ran"
     (tmp_path / "checkpoints" / "checkpoint-5").mkdir(parents=True)
     ckpt_dir = tmp_path / "checkpoints"
-    stage._checkpoints(ckpt_dir, "aaa")
+    resume.checkpoint_folder(ckpt_dir, "aaa")
     assert not (ckpt_dir / "checkpoint-5").exists()  # no stamp: not ours
     (ckpt_dir / "checkpoint-7").mkdir()
-    stage._checkpoints(ckpt_dir, "aaa")
+    resume.checkpoint_folder(ckpt_dir, "aaa")
     assert (ckpt_dir / "checkpoint-7").exists()  # same run: kept for resume
-    stage._checkpoints(ckpt_dir, "bbb")
+    resume.checkpoint_folder(ckpt_dir, "bbb")
     assert not (ckpt_dir / "checkpoint-7").exists()
     base = RLStageConfig(sft_model_path=str(tmp_path / "sft"))  # not notebook 03's: no stage output required
-    assert stage.run_fingerprint(base) == stage.run_fingerprint(dataclasses.replace(base, max_steps=99))  # resumes
-    assert stage.run_fingerprint(base) != stage.run_fingerprint(dataclasses.replace(base, learning_rate=1e-3))
+    assert resume.run_fingerprint(base) == resume.run_fingerprint(dataclasses.replace(base, max_steps=99))  # resumes
+    assert resume.run_fingerprint(base) != resume.run_fingerprint(dataclasses.replace(base, learning_rate=1e-3))
 
 
 def test_cap_per_domain_balances_mixed_pools():
@@ -493,22 +493,22 @@ def test_checkpoint_folder_is_cleaned_by_the_main_process_before_any_rank_goes_o
 
     (tmp_path / "checkpoints" / "checkpoint-5").mkdir(parents=True)  # another run's (no stamp)
     other = FakeState(main=False)
-    assert stage._checkpoints(tmp_path / "checkpoints", "aaa", other) == tmp_path / "checkpoints"
+    assert resume.checkpoint_folder(tmp_path / "checkpoints", "aaa", other) == tmp_path / "checkpoints"
     assert (tmp_path / "checkpoints" / "checkpoint-5").exists() and other.seen_at_barrier == ["checkpoint-5"]
     main = FakeState(main=True)
-    stage._checkpoints(tmp_path / "checkpoints", "aaa", main)
+    resume.checkpoint_folder(tmp_path / "checkpoints", "aaa", main)
     assert main.seen_at_barrier == ["FINGERPRINT"]  # cleaned and stamped before the barrier releases the ranks
 
 
 def test_report_to_reaches_trl(tmp_path, monkeypatch):
-    monkeypatch.setattr(stage, "upstream_digest", lambda cfg: {"02_data_curation": "x"})  # notebook 02 "ran"
+    monkeypatch.setattr(resume, "upstream_digest", lambda cfg: {"02_data_curation": "x"})  # notebook 02 "ran"
     assert stage.grpo_config(RLStageConfig(), tmp_path / "a").report_to in ([], ["none"], "none")
     args = stage.grpo_config(RLStageConfig(report_to="trackio"), tmp_path / "b")
     assert args.report_to == ["trackio"]
     with pytest.raises(ConfigError, match="report_to"):
         RLStageConfig.from_dict({"report_to": "tensorboard"})
     cfg = RLStageConfig(sft_model_path=str(tmp_path / "sft"))
-    assert stage.run_fingerprint(cfg) == stage.run_fingerprint(dataclasses.replace(cfg, report_to="wandb"))
+    assert resume.run_fingerprint(cfg) == resume.run_fingerprint(dataclasses.replace(cfg, report_to="wandb"))
 
 
 def test_evaluation_config_keeps_the_profiles_evaluation_settings():
@@ -615,19 +615,19 @@ def test_rl_fingerprint_follows_what_notebook_02_wrote(monkeypatch, tmp_path):
     problems = [{"id": f"p{i}", "domain": "math", "prompt": f"{i}+1=?", "answer": str(i + 1)} for i in range(4)]
     sft_rows = [{**problems[0], "id": "s0", "response": "\\boxed{1}"}]
     with pytest.raises(MissingStageOutput, match=r"02_data_curation/metrics\.json.*falcon_h1r_lib\.data"):
-        stage.run_fingerprint(cfg)
+        resume.run_fingerprint(cfg)
     _run_02(cfg02, problems, sft_rows)
-    first = stage.run_fingerprint(cfg)
+    first = resume.run_fingerprint(cfg)
     _run_02(cfg02, problems, sft_rows)  # an unchanged rerun
-    assert stage.run_fingerprint(cfg) == first
+    assert resume.run_fingerprint(cfg) == first
     _run_02(dataclasses.replace(cfg02, decontam_ngram_n=cfg02.decontam_ngram_n + 1), problems, sft_rows)
-    assert stage.run_fingerprint(cfg) != first  # 02's recorded config shapes the pool (build_pool reads it)
+    assert resume.run_fingerprint(cfg) != first  # 02's recorded config shapes the pool (build_pool reads it)
     _run_02(dataclasses.replace(cfg02, minhash_num_perm=cfg02.minhash_num_perm * 2), problems, sft_rows)
-    assert stage.run_fingerprint(cfg) == first  # a 02 setting the pool does not read, same files: RL is kept
+    assert resume.run_fingerprint(cfg) == first  # a 02 setting the pool does not read, same files: RL is kept
     _run_02(cfg02, problems[:3], sft_rows)
-    assert stage.run_fingerprint(cfg) != first
+    assert resume.run_fingerprint(cfg) != first
     _run_02(cfg02, problems, sft_rows)
-    assert stage.run_fingerprint(cfg) == first
+    assert resume.run_fingerprint(cfg) == first
 
 
 def test_a_finished_checkpoint_is_loaded_not_trained_again(tok, tmp_path):
@@ -685,11 +685,11 @@ def test_a_finished_run_reentered_with_resume_neutral_changes_is_done_and_its_re
     (tmp_path / "tiny" / "04_rl" / "rl" / "config.json").write_text("{}")
     write_metrics(cfg, {"fingerprint": "f1", "global_steps": cfg.max_steps, "curves": [1]}, wall_time_s=12.0)
     changed = dataclasses.replace(cfg, eval_max_problems=cfg.eval_max_problems + 1)
-    record = stage._done(changed, "f1")
+    record = resume.done_record(changed, "f1")
     assert record is not None and record["metrics"]["curves"] == [1] and record["wall_time_s"] == 12.0
     assert read_metrics("04_rl")["config_hash"] == changed.config_hash() != cfg.config_hash()
-    assert stage._done(changed, "f2") is None  # another recipe or upstream
-    assert stage._done(dataclasses.replace(changed, max_steps=cfg.max_steps + 10), "f1") is None  # to be continued
+    assert resume.done_record(changed, "f2") is None  # another recipe or upstream
+    assert resume.done_record(dataclasses.replace(changed, max_steps=cfg.max_steps + 10), "f1") is None  # to be continued
 
 
 def test_a_reentered_run_drops_evaluations_of_other_settings_and_only_the_main_rank_writes(monkeypatch, tmp_path):
@@ -708,30 +708,30 @@ def test_a_reentered_run_drops_evaluations_of_other_settings_and_only_the_main_r
 
     logging_only = dataclasses.replace(cfg, logging_steps=cfg.logging_steps + 1)
     monkeypatch.setenv("RANK", "1")
-    assert stage._done(logging_only, "f1")["config_hash"] == logging_only.config_hash()
+    assert resume.done_record(logging_only, "f1")["config_hash"] == logging_only.config_hash()
     assert read_metrics("04_rl")["config_hash"] == old_hash  # a non-main rank never writes
     monkeypatch.setenv("RANK", "0")
-    kept = stage._done(logging_only, "f1")["metrics"]
+    kept = resume.done_record(logging_only, "f1")["metrics"]
     assert kept["rl_accuracy"] == {"math": {"n_problems": 50}}  # the evaluation settings did not change
     assert kept["trained_with"]["config_hash"] == old_hash
 
     smaller = dataclasses.replace(logging_only, eval_max_problems=10)
-    record = stage._done(smaller, "f1")
+    record = resume.done_record(smaller, "f1")
     assert "rl_accuracy" not in record["metrics"] and "headroom" not in record["metrics"]
     assert record["metrics"]["curves"] == [1] and record["metrics"]["trained_with"]["config_hash"] == old_hash
     assert read_metrics("04_rl")["config"]["eval_max_problems"] == 10
 
     for broken in ('{"metrics": [1]}', '{"config_hash": 1', '{"metrics": {}, "config": {}, "wall_time_s": null}'):
         (tmp_path / "tiny" / "04_rl" / "metrics.json").write_text(broken)
-        assert stage._done(smaller, "f1") is None  # not done: the stage runs (and resumes)
+        assert resume.done_record(smaller, "f1") is None  # not done: the stage runs (and resumes)
 
 
 def test_max_steps_is_resume_neutral_only_under_a_constant_schedule(tmp_path, monkeypatch):
-    monkeypatch.setattr(stage, "upstream_digest", lambda cfg: {"02_data_curation": "x"})
+    monkeypatch.setattr(resume, "upstream_digest", lambda cfg: {"02_data_curation": "x"})
     base = RLStageConfig(sft_model_path=str(tmp_path / "sft"))
-    assert stage.run_fingerprint(base) == stage.run_fingerprint(dataclasses.replace(base, max_steps=99))
+    assert resume.run_fingerprint(base) == resume.run_fingerprint(dataclasses.replace(base, max_steps=99))
     cosine = dataclasses.replace(base, lr_scheduler_type="cosine")
-    assert stage.run_fingerprint(cosine) != stage.run_fingerprint(dataclasses.replace(cosine, max_steps=99))
+    assert resume.run_fingerprint(cosine) != resume.run_fingerprint(dataclasses.replace(cosine, max_steps=99))
 
 
 def test_grpo_training_is_bit_identical_when_repeated_and_when_resumed(tok, tmp_path):

@@ -133,11 +133,12 @@ def test_a_rerun_stage_is_unfinished_until_it_writes_its_new_record(runs, monkey
     """Before: a rerun of 04 that stopped after rewriting rl/ kept the old metrics.json, so 05 evaluated the
     half-rewritten policy as finished. Each stage now clears its record first (02 and 04 shown; 03 likewise)."""
     from falcon_h1r_lib.data import build
+    from falcon_h1r_lib.rl import resume as rl_resume
     from falcon_h1r_lib.rl import stage as rl_stage
 
     _finished(runs, "tiny", "04_rl", "rl")
     rl_cfg = load_config("04_rl", "tiny")
-    monkeypatch.setattr(rl_stage, "run_fingerprint", lambda cfg: "new")  # another recipe: retrain
+    monkeypatch.setattr(rl_resume, "run_fingerprint", lambda cfg: "new")  # another recipe: retrain
 
     def stopped(*a, **k):
         raise KeyboardInterrupt  # killed while preparing

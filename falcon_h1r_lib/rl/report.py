@@ -51,7 +51,7 @@ def evaluation_config(cfg: RLStageConfig):
 
 def compared_models(cfg: RLStageConfig, metrics: Mapping[str, Any]) -> dict[str, str]:
     """``{"sft": ..., "rl": ...}``: the two checkpoints the SFT-vs-RL evaluation samples (``metrics``: ``run``'s)."""
-    from falcon_h1r_lib.rl.stage import sft_model_ref
+    from falcon_h1r_lib.rl.resume import sft_model_ref
 
     return {"sft": sft_model_ref(cfg), "rl": metrics["model_dir"]}
 

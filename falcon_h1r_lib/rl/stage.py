@@ -1,5 +1,6 @@
 """Running notebook 04's stage: the batch plan and TRL's ``GRPOConfig`` carrying the recipe (explained in the package
-docstring), the SFT policy, the Fig. 9 filter's training rows, the resume fingerprint, and ``run``, which writes
+docstring), the SFT policy, the Fig. 9 filter's training rows, and ``run``, which asks ``rl.resume`` whether the run
+is done or resumable and writes
 ``runs/<profile>/04_rl/``. Inputs come only from the files notebooks 02 and 03 wrote (``falcon_h1r_lib.stages``).
 """
 
@@ -12,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from falcon_h1r_lib import stages
-from falcon_h1r_lib.config import ConfigError, is_tiny
+from falcon_h1r_lib.config import is_tiny
 from falcon_h1r_lib.configs import RLStageConfig
 from falcon_h1r_lib.models.identity import weights_fingerprint
-from falcon_h1r_lib.paths import repo_relative, resolve_path
+from falcon_h1r_lib.paths import repo_relative
 from falcon_h1r_lib.rl import data as rl_data
+from falcon_h1r_lib.rl import resume
 from falcon_h1r_lib.rl.backfill import BackfillStats, generation_calls_saved
+from falcon_h1r_lib.rl.resume import sft_model_path, sft_model_ref
 
 
 def batch_plan(cfg: RLStageConfig, world_size: int) -> dict[str, int]:
@@ -114,22 +117,6 @@ def grpo_config(cfg: RLStageConfig, output_dir: str | os.PathLike, world_size: i
         raise AssertionError(f"{cfg.STAGE}: TRL generates {args.generation_batch_size} completions per step, "
                              f"the recipe {plan['generation_batch_size']}")
     return args
-
-
-def sft_model_path(cfg: RLStageConfig) -> Path:
-    """The SFT checkpoint RL starts from: ``sft_model_path`` when set, else what notebook 03 wrote. Notebook 03's
-    own output must be complete (``stages.require``: MissingStageOutput naming notebook 03 when it is not)."""
-    if not cfg.sft_model_path:
-        return stages.require("03_sft", "sft", cfg.profile)
-    path = resolve_path(cfg.sft_model_path)
-    if path == stages.output_path("03_sft", "sft", cfg.profile) and not path.exists():
-        stages.require("03_sft", "sft", cfg.profile)  # raises, naming the notebook to run
-    return path
-
-
-def sft_model_ref(cfg: RLStageConfig) -> str:
-    """The SFT model as records name it (``reads``, evaluation labels): the config's value, else repo-relative."""
-    return cfg.sft_model_path or repo_relative(sft_model_path(cfg))
 
 
 def load_policy(cfg: RLStageConfig):
@@ -271,113 +258,9 @@ def _jsonl_callback(path: Path):
     return JsonlLog()
 
 
-# Fields that do not change what a step computes: a checkpoint stays resumable when only these differ
-# (``max_steps`` only under a constant schedule: ``resume_neutral``).
-_RESUME_NEUTRAL = ("max_steps", "save_steps", "save_total_limit", "logging_steps", "resume", "num_threads",
-                   "eval_benchmarks", "eval_max_problems", "eval_samples_per_problem", "headroom_samples",
-                   "headroom_max_problems", "report_to")
-# Of those, the ones notebook 04's evaluation and headroom check read: when they change, the results
-# ``report.record_accuracy`` / ``record_headroom`` added to metrics.json no longer describe this config.
-EVALUATION_FIELDS = ("eval_benchmarks", "eval_max_problems", "eval_samples_per_problem", "headroom_samples",
-                     "headroom_max_problems")
-EVALUATION_KEYS = ("sft_accuracy", "rl_accuracy", "rl_minus_sft", "headroom")  # what those report functions add
-_CONSTANT_SCHEDULES = ("constant", "constant_with_warmup")
-
-
-def resume_neutral(cfg: RLStageConfig) -> tuple[str, ...]:
-    """The config fields a checkpoint may be resumed under when they change: ``_RESUME_NEUTRAL``, without
-    ``max_steps`` when the learning-rate schedule depends on it (linear, cosine, ...: every step's rate would
-    differ)."""
-    if cfg.lr_scheduler_type in _CONSTANT_SCHEDULES:
-        return _RESUME_NEUTRAL
-    return tuple(k for k in _RESUME_NEUTRAL if k != "max_steps")
-
-
-def upstream_digest(cfg: RLStageConfig) -> dict[str, Any]:
-    """What the RL pool takes from notebook 02 (``_pool``): the recorded config's fields ``build_pool`` reads
-    (``rl_data.POOL_FIELDS_FROM_02``: the held-out sets and decontamination settings) and, by content, its
-    ``rl_problems`` and ``sft`` datasets (``data.build.output_digest``, from their manifests: no data file is
-    read), as SFT's fingerprint takes only what SFT reads. Raises MissingStageOutput naming notebook 02 (or its
-    command) when it has not run or a dataset RL reads is missing."""
-    from falcon_h1r_lib.data import build
-
-    cfg02 = stages.recorded_config("02_data_curation", cfg.profile)
-    recorded = cfg02.to_dict()
-    out: dict[str, Any] = {"02_data_curation": {k: recorded[k] for k in rl_data.POOL_FIELDS_FROM_02}}
-    for name in ("rl_problems", "sft"):
-        stages.require("02_data_curation", name, cfg.profile)
-        out[name] = build.output_digest(cfg02, name)
-    return out
-
-
-def run_fingerprint(cfg: RLStageConfig) -> str:
-    """SFT weights + what the pool takes from notebook 02 (``upstream_digest``) + every training-relevant field:
-    checkpoints and results are reused only when it matches, so a rerun of 02 or 03 that changed what RL reads
-    retrains it. Raises MissingStageOutput naming notebook 03 or 02 when their outputs are missing."""
-    import hashlib
-
-    neutral = resume_neutral(cfg)
-    fields = {k: v for k, v in cfg.to_dict().items() if k not in neutral}
-    blob = json.dumps({"sft": weights_fingerprint(sft_model_path(cfg)), "upstream": upstream_digest(cfg),
-                       "cfg": fields}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def _output(cfg: RLStageConfig, key: str) -> Path:
     """``runs/<profile>/04_rl/<output>`` (the stage table in ``falcon_h1r_lib.stages`` names them)."""
     return stages.output_path(cfg.STAGE, key, cfg.profile)
-
-
-def _done(cfg: RLStageConfig, fingerprint: str) -> dict[str, Any] | None:
-    """The finished run's record when ``rl/`` was trained for ``fingerprint`` to ``max_steps``; else None (also
-    for an unreadable or malformed record: the stage then runs, resuming from its checkpoints).
-
-    Fields outside the fingerprint (``resume_neutral``: evaluation sizes, logging, threads) do not retrain: the
-    main process rewrites the record with the current config and keeps the training results, so a re-entered
-    finished run neither trains again nor leaves a record of the old settings. The evaluation results notebook 04
-    added (``EVALUATION_KEYS``) are dropped when an ``EVALUATION_FIELDS`` value changed; ``trained_with`` keeps
-    the git commit and config hash the model was trained under."""
-    from falcon_h1r_lib.metrics import read_metrics, write_metrics
-
-    if not (_output(cfg, "rl") / "config.json").exists() or not _output(cfg, "metrics").exists():
-        return None
-    try:
-        record = read_metrics(cfg.STAGE, cfg.profile)
-        metrics, old_cfg = dict(record["metrics"]), dict(record["config"])
-        wall = float(record["wall_time_s"])
-    except (ConfigError, KeyError, TypeError, ValueError, AttributeError):
-        return None
-    if metrics.get("fingerprint") != fingerprint or metrics.get("global_steps") != cfg.max_steps:
-        return None
-    if record.get("config_hash") == cfg.config_hash():
-        return record
-    if any(old_cfg.get(k) != v for k, v in cfg.to_dict().items() if k in EVALUATION_FIELDS):
-        metrics = {k: v for k, v in metrics.items() if k not in EVALUATION_KEYS}
-    metrics.setdefault("trained_with", {"git_commit": record.get("git_commit"), "config_hash": record.get("config_hash")})
-    if int(os.environ.get("RANK", "0")) == 0:  # one writer under accelerate launch
-        write_metrics(cfg, metrics, wall_time_s=wall, reads=record.get("reads"))
-    return {**record, "config": cfg.to_dict(), "config_hash": cfg.config_hash(), "metrics": metrics}
-
-
-def _checkpoints(ckpt_dir: Path, fingerprint: str, state=None, fresh: bool = False) -> Path:
-    """The checkpoint folder ``ckpt_dir``, emptied when it holds another run's checkpoints (other SFT model or recipe)
-    or when ``fresh`` (``run(force=True)``: train from the SFT model again).
-
-    A collective under data parallelism (``state``: accelerate's ``PartialState``): the main process cleans and
-    stamps, then every rank waits, so no rank looks for a checkpoint while the folder is being removed."""
-    import shutil
-
-    from accelerate import PartialState
-
-    state = PartialState() if state is None else state
-    stamp = ckpt_dir / "FINGERPRINT"
-    if state.is_main_process:
-        if ckpt_dir.exists() and (fresh or not stamp.exists() or stamp.read_text().strip() != fingerprint):
-            shutil.rmtree(ckpt_dir)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(fingerprint + "\n")
-    state.wait_for_everyone()
-    return ckpt_dir
 
 
 def _summed(trainer, counts: Mapping[str, int]) -> dict[str, int]:
@@ -402,8 +285,8 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
     from falcon_h1r_lib.rl.trainer import FalconGRPOTrainer
 
     out = cfg.run_dir()
-    fingerprint = run_fingerprint(cfg)
-    if not force and (record := _done(cfg, fingerprint)) is not None:
+    fingerprint = resume.run_fingerprint(cfg)
+    if not force and (record := resume.done_record(cfg, fingerprint)) is not None:
         return record["metrics"]
     clear_record(cfg)  # until the new record is written, notebooks 05/06 see 04 as unfinished
     clock = Stopwatch()
@@ -428,7 +311,7 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
         raise RuntimeError(f"{cfg.STAGE}: launched with WORLD_SIZE={world_size} but accelerate set up "
                            f"{state.num_processes} process(es) ({state.distributed_type}); on CPU an FSDP launch needs "
                            "accelerator-type ranks (falcon_h1r_lib/fsdp_on_cpu), see rl.stage._force_cpu")
-    ckpt_dir = _checkpoints(_output(cfg, "checkpoints"), fingerprint, state, fresh=force)
+    ckpt_dir = resume.checkpoint_folder(_output(cfg, "checkpoints"), fingerprint, state, fresh=force)
     reward = RLVRReward(format_weight=cfg.format_weight)
     trainer = FalconGRPOTrainer(
         model=model, reward_funcs=[reward], args=args, train_dataset=Dataset.from_list(rows),
@@ -436,11 +319,11 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
         aux_ce_coef=cfg.aux_ce_coef, backfill=cfg.backfill, cache_size=cfg.cache_size,
         cache_max_age=cfg.cache_max_age, max_rounds=cfg.max_rounds,
     )
-    resume = last_checkpoint(ckpt_dir, cfg.max_steps) if cfg.resume else None  # never one past max_steps
-    if resume is None and state.is_main_process and train_log.exists():
+    resume_from = last_checkpoint(ckpt_dir, cfg.max_steps) if cfg.resume else None  # never one past max_steps
+    if resume_from is None and state.is_main_process and train_log.exists():
         train_log.unlink()  # a fresh run starts a fresh log
     state.wait_for_everyone()
-    loaded = train_to_max_steps(trainer, resume)  # a checkpoint at max_steps is loaded: train() would step once more
+    loaded = train_to_max_steps(trainer, resume_from)  # a checkpoint at max_steps is loaded: train() would step once more
     final = _output(cfg, "rl")
     save_final_model(trainer, final)  # under FSDP: the full state dict gathered to rank 0; safetensors
     stats: BackfillStats = trainer.backfill_stats
@@ -453,7 +336,7 @@ def run(cfg: RLStageConfig, force: bool = False) -> dict[str, Any]:
                      **(generation_calls_saved(stats, groups_per_rank, cfg.max_rounds) if cfg.backfill else {})},
         # counted by this process's reward function: None when nothing was trained here (a finished checkpoint)
         "reward_totals": None if loaded else _summed(trainer, reward.totals),
-        "resumed_from": str(Path(resume).name) if resume else None,
+        "resumed_from": str(Path(resume_from).name) if resume_from else None,
         "loaded_finished_checkpoint": loaded,
         "global_steps": int(trainer.state.global_step),
         "train_wall_s": None if loaded else float(sum(r.get("train_runtime", 0.0) for r in trainer.state.log_history)),
