@@ -59,41 +59,57 @@ def last_checkpoint(ckpt_dir: Path, max_steps: int | None = None) -> str | None:
     return str(max(found)[1]) if found else None
 
 
+def checkpoint_finished(checkpoint: str | Path, max_steps: int | None = None) -> bool:
+    """Whether ``checkpoint`` ends the run: its ``trainer_state.json`` step has reached ``max_steps`` when that is
+    given (> 0: a run bounded by steps, also one whose bound was lowered onto this checkpoint), else the total the
+    run that wrote it planned (``max_steps`` in the state: an epoch-based run). False when the state file is missing
+    or unreadable."""
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+        done, planned = int(state["global_step"]), int(state["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    bound = max_steps if max_steps is not None and max_steps > 0 else planned
+    return bound > 0 and done >= bound
+
+
 def load_finished(trainer, checkpoint: str) -> None:
     """Give ``trainer`` the weights and ``TrainerState`` (global step, log history) of ``checkpoint``, a checkpoint
-    already at ``trainer.args.max_steps``, without training.
+    that ended its run (``checkpoint_finished``), without training; the optimizer is created (not loaded) so its
+    parameter groups can be reported.
 
-    Why not ``trainer.train(resume_from_checkpoint=checkpoint)``: in transformers 5.x a resume at
-    ``global_step == max_steps`` still runs one more optimizer step (the resumed epoch starts before the step bound
-    is checked; ``tests/test_rl.py`` shows it), which would change a finished run's weights. Raises ValueError
-    when the checkpoint is at another step, RuntimeError under FSDP or DeepSpeed (their sharded checkpoints load
-    only inside ``train``: raise ``max_steps``, or delete the checkpoint folder to retrain)."""
+    Why not ``trainer.train(resume_from_checkpoint=checkpoint)``: in transformers 5.x a resume at the last step
+    still runs one more optimizer step (the resumed epoch starts before the step bound is checked;
+    ``tests/test_rl.py`` shows it), which would change a finished run's weights. Raises ValueError when the
+    checkpoint did not finish a run of ``trainer.args.max_steps`` steps, RuntimeError under FSDP or DeepSpeed
+    (their sharded checkpoints load only inside ``train``: raise ``max_steps``, or delete the checkpoint folder to
+    retrain)."""
     import os
 
     from transformers.trainer_callback import TrainerState
 
-    state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
-    if state.global_step != trainer.args.max_steps:
-        raise ValueError(f"{checkpoint}: at step {state.global_step}, not at max_steps={trainer.args.max_steps}")
+    if not checkpoint_finished(checkpoint, trainer.args.max_steps):
+        raise ValueError(f"{checkpoint}: not the last checkpoint of a run of max_steps={trainer.args.max_steps}")
     if getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False):
-        raise RuntimeError(f"{checkpoint}: already at max_steps={trainer.args.max_steps}, and a sharded (FSDP/DeepSpeed) "
-                           "checkpoint loads only through train(); raise max_steps, or delete the checkpoint folder "
-                           "to retrain")
+        raise RuntimeError(f"{checkpoint}: its run is finished, and a sharded (FSDP/DeepSpeed) checkpoint loads only "
+                           "through train(); raise max_steps, or delete the checkpoint folder to retrain")
     trainer._load_from_checkpoint(checkpoint)  # the Trainer's own loader: safetensors, sharded or not, tied weights
-    trainer.state = state
+    trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    trainer.create_optimizer()
 
 
 def train_to_max_steps(trainer, checkpoint: str | None) -> bool:
-    """``trainer.train(resume_from_checkpoint=checkpoint)``, unless ``checkpoint`` is already at ``args.max_steps``:
-    then it is loaded without training (``trainer.load_finished_checkpoint`` when the trainer has one, else
-    ``load_finished``). Returns True when nothing was trained."""
-    max_steps = trainer.args.max_steps
-    if checkpoint is not None and max_steps > 0 and checkpoint_step(checkpoint) == max_steps:
+    """``trainer.train(resume_from_checkpoint=checkpoint)``, unless ``checkpoint`` already ended its run
+    (``checkpoint_finished``; by ``max_steps`` or by epochs): then it is loaded without training
+    (``trainer.load_finished_checkpoint`` when the trainer has one, else ``load_finished``). Returns True when
+    nothing was trained."""
+    if checkpoint is not None and checkpoint_finished(checkpoint, trainer.args.max_steps):
         loader = getattr(trainer, "load_finished_checkpoint", None)
         loader(checkpoint) if loader is not None else load_finished(trainer, checkpoint)
         return True
     trainer.train(resume_from_checkpoint=checkpoint)
     return False
+
 
 
 def checkpoint_to_resume(ckpt_dir: Path, fingerprint: str, state=None, max_steps: int | None = None) -> str | None:
@@ -136,6 +152,5 @@ def save_final_model(trainer, out_dir: Path) -> None:
         acc.unwrap_model(trainer.model).save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
     acc.wait_for_everyone()
 
-
-__all__ = ["STAGE_INFO", "checkpoint_step", "checkpoint_to_resume", "last_checkpoint", "load_finished", "read_stage_info", "save_final_model", "train_to_max_steps",
+__all__ = ["STAGE_INFO", "checkpoint_finished", "checkpoint_step", "checkpoint_to_resume", "last_checkpoint", "load_finished", "read_stage_info", "save_final_model", "train_to_max_steps",
            "write_stage_info"]

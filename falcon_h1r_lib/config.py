@@ -292,13 +292,8 @@ class StageConfig:
         """The fields as plain JSON values; an int given to a float field (``temperature=1``) as the float it
         means, so equal configs record and hash equally however they were built."""
         values = dataclasses.asdict(self)
-        for name, tp in typing.get_type_hints(type(self)).items():
-            value = values.get(name)
-            floats = tp is float or (typing.get_origin(tp) in (typing.Union, types.UnionType) and float in typing.get_args(tp)
-                                     and int not in typing.get_args(tp))
-            if floats and isinstance(value, int) and not isinstance(value, bool):
-                values[name] = float(value)
-        return _plain(values)
+        hints = typing.get_type_hints(type(self))
+        return _plain({name: _as_declared(value, hints.get(name, Any)) for name, value in values.items()})
 
     def config_hash(self) -> str:
         """Short sha256 of the canonical JSON: written beside every metric so runs can be matched."""
@@ -307,6 +302,24 @@ class StageConfig:
 
     def run_dir(self, create: bool = True) -> Path:
         return stage_dir(self.STAGE, self.profile, create=create)
+
+
+def _as_declared(value: Any, tp: Any) -> Any:
+    """``value`` with every int that ``tp`` declares a float (also inside ``dict[str, float]``,
+    ``tuple[float, ...]`` and ``float | None``) turned into that float; anything else as given."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is float:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if origin in (typing.Union, types.UnionType):
+        return _as_declared(value, float) if float in args and int not in args else value
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return {k: _as_declared(v, args[1]) for k, v in value.items()}
+    if origin in (list, tuple) and isinstance(value, (list, tuple)) and args:
+        if len(args) == 2 and args[1] is Ellipsis or origin is list:
+            return type(value)(_as_declared(v, args[0]) for v in value)
+        if len(args) == len(value):
+            return type(value)(_as_declared(v, a) for v, a in zip(value, args))
+    return value
 
 
 def _plain(obj: Any) -> Any:

@@ -41,6 +41,7 @@ def thread_env(num_threads: int | None = None, wait_policy: str | None = DEFAULT
     env = dict(os.environ if base is None else base)
     if wait_policy in (None, "default"):
         env.pop("OMP_WAIT_POLICY", None)
+        env.pop("GOMP_SPINCOUNT", None)  # libgomp's own default spinning
     elif wait_policy in ("PASSIVE", "ACTIVE"):
         env["OMP_WAIT_POLICY"] = wait_policy
     else:
@@ -107,18 +108,22 @@ def measure(threads: Sequence[int] = (1, 2), policies: Sequence[str] = WAIT_POLI
                    "--width", str(width), "--batch", str(batch), "--seq-len", str(seq_len)]
             neighbour = subprocess.Popen(NEIGHBOURS[n]) if NEIGHBOURS[n] else None
             try:
-                out = subprocess.run(cmd, env=thread_env(t, p), check=True, capture_output=True, text=True)
+                out = subprocess.run(cmd, env=thread_env(t, p), capture_output=True, text=True)
             finally:
                 if neighbour is not None:
                     neighbour.kill()
                     neighbour.wait()
+            if out.returncode != 0:
+                raise RuntimeError(f"threads.measure: the workload ({t} threads, {p}, {n}) exited {out.returncode}:\n"
+                                   f"{out.stderr[-2000:]}")
             times[(t, p, n)].append(float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"]))
     rows = []
     for t, p, n in settings:
         med = statistics.median(times[(t, p, n)])
-        idle = statistics.median(times[(t, p, "idle")]) if (t, p, "idle") in times else float("nan")
+        idle = statistics.median(times[(t, p, "idle")]) if (t, p, "idle") in times else None
         rows.append({"threads": t, "wait_policy": p, "neighbour": n, "median_s": round(med, 3),
-                     "runs_s": [round(x, 3) for x in times[(t, p, n)]], "slowdown": round(med / idle, 2)})
+                     "runs_s": [round(x, 3) for x in times[(t, p, n)]],
+                     "slowdown": round(med / idle, 2) if idle else None})  # None: no idle run to compare with
     return rows
 
 
@@ -141,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                    args.seq_len)
     print(f"{'threads':>7} {'wait':>8} {'neighbour':>9} {'median s':>9} {'slowdown':>8}  runs")
     for r in rows:
-        print(f"{r['threads']:>7} {r['wait_policy']:>8} {r['neighbour']:>9} {r['median_s']:>9.2f} {r['slowdown']:>8.2f}"
+        slowdown = "-" if r["slowdown"] is None else f"{r['slowdown']:.2f}"
+        print(f"{r['threads']:>7} {r['wait_policy']:>8} {r['neighbour']:>9} {r['median_s']:>9.2f} {slowdown:>8}"
               f"  {r['runs_s']}")
     print(json.dumps(rows))
 

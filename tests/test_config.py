@@ -433,4 +433,10 @@ def test_equal_values_hash_equally():
     assert RLStageConfig(beta=-0.0).config_hash() == base.config_hash()
     assert RLStageConfig(beta=0).config_hash() == base.config_hash()  # an int given to a float field
     assert RLStageConfig(temperature=1).config_hash() == RLStageConfig(temperature=1.0).config_hash()
+    shares = {"math": 1, "code": 0, "science": 0, "other": 0}  # ints inside a dict[str, float] (break test)
+    assert CurationConfig(domain_token_shares=shares).config_hash() == CurationConfig.from_dict(
+        {"domain_token_shares": shares}).config_hash()
+    for stage_name in C.STAGE_CONFIGS:  # a recorded config reads back as the same config
+        cfg = C.load_config(stage_name, "tiny")
+        assert type(cfg).from_dict(cfg.to_dict()).config_hash() == cfg.config_hash()
     assert RLStageConfig(beta=0.01).config_hash() != base.config_hash()

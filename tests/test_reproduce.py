@@ -28,6 +28,7 @@ def fake_repo(tmp_path, monkeypatch):
     (tmp_path / "pyproject.toml").write_text("")
     (tmp_path / "notebooks").mkdir()
     monkeypatch.setenv("FALCON_H1R_ROOT", str(tmp_path))
+    monkeypatch.delenv("FALCON_H1R_RUNS", raising=False)  # the runs live under this root
     return tmp_path
 
 

@@ -655,8 +655,26 @@ def test_a_finished_checkpoint_is_loaded_not_trained_again(tok, tmp_path):
     assert loaded.state.global_step == 2 and loaded.backfill_stats.steps == 2
     assert all(torch.equal(done[k], v) for k, v in fresh.state_dict().items())
     assert any("reward" in r for r in loaded.state.log_history)
-    with pytest.raises(ValueError, match=r"checkpoint-1: at step 1, not at max_steps=2"):
+    with pytest.raises(ValueError, match=r"checkpoint-1: not the last checkpoint of a run of max_steps=2"):
         loaded.load_finished_checkpoint(last_checkpoint(tmp_path / "ckpt", max_steps=1))
+
+
+def test_a_checkpoint_ends_its_run_by_the_step_bound_or_by_the_epochs_it_planned(tmp_path):
+    """From the break test: an epoch-based run (max_steps -1, 1.5 epochs = 5 steps) resumed from checkpoint-5
+    trained a sixth step: only step-bounded runs were recognised as finished."""
+    from falcon_h1r_lib.checkpoints import checkpoint_finished
+
+    def ckpt(name, step, planned):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": planned}))
+        return tmp_path / name
+
+    assert checkpoint_finished(ckpt("checkpoint-5", 5, 5), -1)  # epochs: the run's own plan
+    assert not checkpoint_finished(ckpt("checkpoint-4", 4, 5), -1)
+    assert checkpoint_finished(tmp_path / "checkpoint-4", 4)  # a step bound lowered onto this checkpoint
+    assert not checkpoint_finished(tmp_path / "checkpoint-5", 6)
+    (tmp_path / "checkpoint-9").mkdir()
+    assert not checkpoint_finished(tmp_path / "checkpoint-9", 9)  # no state: not a finished checkpoint
 
 
 def test_last_checkpoint_ignores_other_folders_and_steps_past_the_bound(tmp_path):

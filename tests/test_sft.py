@@ -287,6 +287,7 @@ def _killer(at_step):
 @pytest.mark.slow
 def test_killed_sft_resumes_to_the_uninterrupted_result(tok, tmp_path, monkeypatch):
     """A run killed after step 3 (last checkpoint: step 2) resumes and ends with the uninterrupted weights."""
+    monkeypatch.delenv("FALCON_H1R_RUNS", raising=False)  # the runs live under each FALCON_H1R_ROOT below
     base = tmp_path / "base_model"
     _tiny_model(tok).save_pretrained(base)
     rows = _rows(16)  # 4 steps per epoch at batch 4; max_steps 6 crosses an epoch boundary
@@ -316,6 +317,13 @@ def test_killed_sft_resumes_to_the_uninterrupted_result(tok, tmp_path, monkeypat
     assert math.isclose(straight["loss_log"][-1]["loss"], resumed["loss_log"][-1]["loss"], rel_tol=1e-4)
     # a finished stage is skipped, and checkpoints of another configuration are never resumed
     assert train_sft(cfg, str(base), info, tok, rows, upstream=UP)["skipped"]
+    # killed after its last checkpoint, before stage_info.json: the checkpoint at max_steps is loaded, not trained
+    # one step further (transformers would), and the optimizer's groups can still be reported (break test)
+    (tmp_path / "b/runs/tiny/03_sft/sft/stage_info.json").unlink()
+    again = train_sft(cfg, str(base), info, tok, rows, upstream=UP)
+    assert again["steps"] == 6 and again["resumed_from"] == "checkpoint-6" and again["param_groups"]
+    c = final_params(tmp_path / "b")
+    assert all(torch.equal(b[k], c[k]) for k in b)
     other = dataclasses.replace(cfg, learning_rate=1e-3)
     assert train_sft(other, str(base), info, tok, rows, upstream=UP)["resumed_from"] is None
 

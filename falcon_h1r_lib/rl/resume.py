@@ -116,7 +116,10 @@ def done_record(cfg: RLStageConfig, fingerprint: str) -> dict[str, Any] | None:
         metrics = {k: v for k, v in metrics.items() if k not in EVALUATION_KEYS}
     metrics.setdefault("trained_with", {"git_commit": record.get("git_commit"), "config_hash": record.get("config_hash")})
     if int(os.environ.get("RANK", "0")) == 0:  # one writer under accelerate launch
-        write_metrics(cfg, metrics, wall_time_s=wall, reads=record.get("reads"))
+        try:
+            write_metrics(cfg, metrics, wall_time_s=wall, reads=list(record.get("reads") or []))
+        except (TypeError, ValueError, ConfigError):  # a record write_metrics refuses (NaN, odd reads): not done
+            return None
     return {**record, "config": cfg.to_dict(), "config_hash": cfg.config_hash(), "metrics": metrics}
 
 

@@ -206,8 +206,10 @@ class FalconGRPOTrainer(GRPOTrainer):
             folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
             state = {"stats": self.backfill_stats.to_dict(),
                      "stream_consumed": self._stream.consumed if self._stream is not None else self._stream_start}
-            with open(os.path.join(folder, BACKFILL_STATE), "w") as fh:
+            path = os.path.join(folder, BACKFILL_STATE)
+            with open(path + ".tmp", "w") as fh:
                 json.dump(state, fh)
+            os.replace(path + ".tmp", path)  # atomic: a killed save never leaves half a file
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -223,8 +225,8 @@ class FalconGRPOTrainer(GRPOTrainer):
             self.group_cache.clear()  # cached rollouts are not checkpointed: resume refills from the stream
 
     def load_finished_checkpoint(self, checkpoint: str) -> None:
-        """``checkpoints.load_finished`` (weights and ``TrainerState`` of a checkpoint already at ``max_steps``,
-        without training) plus the backfill counters and prompt-stream position saved with it."""
+        """``checkpoints.load_finished`` (weights and ``TrainerState`` of a checkpoint that ended its run, without
+        training) plus the backfill counters and prompt-stream position saved with it."""
         from falcon_h1r_lib.checkpoints import load_finished
 
         load_finished(self, checkpoint)
