@@ -311,7 +311,12 @@ def _as_declared(value: Any, tp: Any) -> Any:
     if tp is float:
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
     if origin in (typing.Union, types.UnionType):
-        return _as_declared(value, float) if float in args and int not in args else value
+        if value is None or int in args:
+            return value
+        if float in args:
+            return _as_declared(value, float)
+        arms = [a for a in args if a is not type(None)]
+        return _as_declared(value, arms[0]) if len(arms) == 1 else value  # Optional[tuple[float, ...]] and kin
     if origin is dict and isinstance(value, dict) and len(args) == 2:
         return {k: _as_declared(v, args[1]) for k, v in value.items()}
     if origin in (list, tuple) and isinstance(value, (list, tuple)) and args:

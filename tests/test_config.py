@@ -433,6 +433,8 @@ def test_equal_values_hash_equally():
     assert RLStageConfig(beta=-0.0).config_hash() == base.config_hash()
     assert RLStageConfig(beta=0).config_hash() == base.config_hash()  # an int given to a float field
     assert RLStageConfig(temperature=1).config_hash() == RLStageConfig(temperature=1.0).config_hash()
+    assert C._as_declared((1, 2), tuple[float, ...] | None) == (1.0, 2.0)  # inside an Optional too
+    assert C._as_declared({"a": 1}, dict[str, float] | None) == {"a": 1.0} and C._as_declared(None, float | None) is None
     shares = {"math": 1, "code": 0, "science": 0, "other": 0}  # ints inside a dict[str, float] (break test)
     assert CurationConfig(domain_token_shares=shares).config_hash() == CurationConfig.from_dict(
         {"domain_token_shares": shares}).config_hash()

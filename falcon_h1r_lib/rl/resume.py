@@ -115,11 +115,13 @@ def done_record(cfg: RLStageConfig, fingerprint: str) -> dict[str, Any] | None:
     if any(old_cfg.get(k) != v for k, v in cfg.to_dict().items() if k in EVALUATION_FIELDS):
         metrics = {k: v for k, v in metrics.items() if k not in EVALUATION_KEYS}
     metrics.setdefault("trained_with", {"git_commit": record.get("git_commit"), "config_hash": record.get("config_hash")})
+    try:  # checked on every rank, so all ranks agree: a record write_metrics would refuse is "not done"
+        reads = [str(r) for r in (record.get("reads") or [])]
+        json.dumps(metrics, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
     if int(os.environ.get("RANK", "0")) == 0:  # one writer under accelerate launch
-        try:
-            write_metrics(cfg, metrics, wall_time_s=wall, reads=list(record.get("reads") or []))
-        except (TypeError, ValueError, ConfigError):  # a record write_metrics refuses (NaN, odd reads): not done
-            return None
+        write_metrics(cfg, metrics, wall_time_s=wall, reads=reads)
     return {**record, "config": cfg.to_dict(), "config_hash": cfg.config_hash(), "metrics": metrics}
 
 
