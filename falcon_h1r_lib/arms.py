@@ -1,18 +1,24 @@
-"""Arms: notebook 04's RL stage rerun under other settings (another seed, other RL domains) beside its own run.
+"""Arms: a stage rerun under other settings beside the notebook's own run (other seeds, the paper's ablations).
 
 A claim that holds for one seed may not hold for the next, and an ablation compares two settings at the same budget
-([P] Table 3: RL on math only vs other domain mixes). Both need the RL stage run again without touching the
-notebook's own outputs and without retraining what it reads. An *arm* is such a run:
+([P] Table 3: RL on math only vs other domain mixes; [P] Fig. 4: SFT with and without balanced data-parallel token
+normalisation). Both need a stage run again without touching the notebook's own outputs and without retraining what
+it reads. An *arm* is such a run:
 
-- it has its own runs root, ``runs/<profile>/arms/<name>/``, in which the upstream stages (02 curation, 03 SFT) are
-  symbolic links to the notebook's finished outputs: every arm starts from the very SFT model notebook 04 did;
-- the stage runs there unchanged (``rl.run``, then the SFT-vs-RL evaluation of ``rl.report``), with
-  ``$FALCON_H1R_RUNS`` pointing at the arm's root: one code path, resumable, fingerprinted like the notebook's run;
-- its summary (``arm.json``: the overrides, the paired RL - SFT difference per domain with its CI, the wall time)
-  is what notebook 04 and ``claims_over_arms`` read.
+- it has its own runs root, ``runs/<profile>/arms/<name>/``, in which the stages it reads (``UPSTREAM``) are
+  symbolic links to the notebook's finished outputs: an RL arm starts from the very SFT model notebook 04 did, an
+  SFT arm from notebook 03's pretrained base;
+- the stage runs there unchanged, with ``$FALCON_H1R_RUNS`` pointing at the arm's root: RL as notebook 04 runs it
+  (``rl.run`` then the SFT-vs-RL evaluation), SFT on 2 CPU ranks as the full profile launches it
+  (``launch.command``); one code path, resumable, fingerprinted like the notebook's run;
+- its summary (``arm.json``, written last and atomically, removed when the arm reruns) is what notebooks 03 and 04
+  read: the overrides, the config hash, and the paired RL - SFT difference per domain (RL arms) or the SFT model
+  (SFT arms, compared pairwise by ``compare_sft_arms``).
 
-``python -m falcon_h1r_lib.arms --seeds 1 2`` runs two seed arms; ``--name mixed --set domains=[math,code]``
-one ablation arm. Each tiny arm costs about one notebook 04 (its own Fig. 9 filter, training and evaluation).
+``python -m falcon_h1r_lib.arms --seeds 1 2`` runs two seed arms of notebook 04; ``--name table3-mixed --set
+domains=[math,code]`` an ablation arm; ``--stage sft --name fig4-per-rank --set ...`` an SFT arm. A tiny RL arm
+costs about one notebook 04 (its own Fig. 9 filter, training and evaluation), so arms are not part of
+``make reproduce``.
 """
 
 from __future__ import annotations
@@ -26,11 +32,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from falcon_h1r_lib.config import ConfigError, load_config
+from falcon_h1r_lib.config import ConfigError, is_tiny, load_config
 from falcon_h1r_lib.paths import repo_relative, runs_dir
 
 STAGE = "04_rl"
-UPSTREAM = ("02_data_curation", "03_sft")  # what the RL stage reads: linked into every arm's root
+UPSTREAM = {"04_rl": ("02_data_curation", "03_sft"),  # what each stage reads: linked into its arms' roots
+            "03_sft": ("02_data_curation",)}
 SUMMARY_FILE = "arm.json"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -39,8 +46,8 @@ def arm_root(name: str, profile: str = "tiny") -> Path:
     """``runs/<profile>/arms/<name>/``: the runs root arm ``name`` writes under. Raises ConfigError for a name that
     is not a plain folder name (letters, digits, ``_.-``, at most 64 characters)."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ConfigError(f"arms: arm name {name!r} must be a plain folder name (letters, digits, '_', '.', '-', "
-                          "at most 64 characters, not starting with a dot or dash)")
+        raise ConfigError(f"arms: arm name {name!r} must be a plain folder name: a letter or digit, then letters, "
+                          "digits, '_', '.' or '-', at most 64 characters")
     return runs_dir(profile) / "arms" / name
 
 
@@ -58,15 +65,18 @@ def runs_root_at(root: Path) -> Iterator[None]:
             os.environ["FALCON_H1R_RUNS"] = before
 
 
-def prepare(name: str, profile: str = "tiny") -> Path:
-    """Create arm ``name``'s root with its upstream stages linked to the notebook's finished outputs; returns the
-    root. Raises MissingStageOutput (naming the notebook to run) when an upstream stage has not finished, and
-    ConfigError when the root already holds a real folder (not a link) where an upstream stage belongs."""
+def prepare(name: str, profile: str = "tiny", stage: str = STAGE) -> Path:
+    """Create arm ``name``'s root with the stages ``stage`` reads (``UPSTREAM``) linked to the notebook's finished
+    outputs; returns the root. Raises MissingStageOutput (naming the notebook to run) when an upstream stage has
+    not finished, and ConfigError when the root already holds a real folder (not a link) where an upstream stage
+    belongs, or for a stage that has no arms."""
     from falcon_h1r_lib import stages
 
+    if stage not in UPSTREAM:
+        raise ConfigError(f"arms: no arms of stage {stage!r}; stages with arms: {', '.join(UPSTREAM)}")
     root = arm_root(name, profile)
     (root / profile).mkdir(parents=True, exist_ok=True)
-    for up in UPSTREAM:
+    for up in UPSTREAM[stage]:
         source = stages.require(up, "metrics", profile).parent.resolve()
         link = root / profile / up
         if link.is_symlink():
@@ -74,8 +84,8 @@ def prepare(name: str, profile: str = "tiny") -> Path:
                 continue
             link.unlink()
         elif link.exists():
-            raise ConfigError(f"arms: {link} is a folder, not a link to {source}: an arm never holds its own "
-                              f"{up}; remove it")
+            raise ConfigError(f"arms: {link} is not a link to {source}: an arm never holds its own {up}; "
+                              "remove it")
         link.symlink_to(source, target_is_directory=True)
     return root
 
@@ -85,130 +95,348 @@ def run_arm(name: str, overrides: Mapping[str, Any], profile: str = "tiny", forc
     any config: an unknown key or a bad value raises ConfigError), then the SFT-vs-RL evaluation. Writes and
     returns the summary: overrides, config hash, per-domain SFT / RL pass@1 and the paired RL - SFT difference
     (``evaluation.paired_difference``), wall seconds. A finished arm is not retrained (the stage's own resume)."""
-    from falcon_h1r_lib import evaluation, rl
+    from falcon_h1r_lib import evaluation, launch, rl
     from falcon_h1r_lib.rl import report
 
-    overrides = dict(overrides)
-    if "profile" in overrides:
-        raise ConfigError("arms: 'profile' is not an override; pass profile= instead")
+    cfg = check_arm(name, STAGE, overrides, profile)  # nothing is created for a bad name or config
+    if force and not is_tiny(profile):
+        raise ConfigError("arms: --force is for the tiny profile; a cluster job resumes or retrains by its fingerprint")
+    root = arm_root(name, profile)
+    _clear_summary(root)
     root = prepare(name, profile)
     start = time.perf_counter()
     with runs_root_at(root):
-        cfg = load_config(STAGE, profile, overrides)
-        metrics = rl.run(cfg, force=force)
+        # as notebook 04 runs it: in process on tiny, as the launcher's jobs (filter, then GRPO) elsewhere
+        metrics = rl.run(cfg, force=force) if is_tiny(profile) else launch.run_stage(cfg)
         record = evaluation.run(report.evaluation_config(cfg), models=report.compared_models(cfg, metrics),
                                 out_dir=cfg.run_dir() / "eval")
         accuracy = report.accuracy_from_evaluation(record, {"sft": "sft", "rl": "rl"})
-    summary = {"name": name, "profile": profile, "root": repo_relative(root), "overrides": overrides,
-               "seed": cfg.seed, "domains": list(cfg.domains), "config_hash": cfg.config_hash(),
+    summary = {"name": name, "stage": STAGE, "profile": profile, "root": repo_relative(root),
+               "overrides": dict(overrides), "seed": cfg.seed, "domains": list(cfg.domains),
+               "config_hash": cfg.config_hash(), "sft_weights": notebook_sft_weights(profile),
                "global_steps": metrics.get("global_steps"), "wall_s": round(time.perf_counter() - start, 1),
                **accuracy}
-    (root / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return _write_summary(root, summary)
+
+
+def check_arm(name: str, stage: str, overrides: Mapping[str, Any], profile: str = "tiny"):
+    """The config arm ``name`` of ``stage`` would run (the profile's plus ``overrides``), checked before anything is
+    created: raises ConfigError for a bad name, a stage without arms, ``profile`` among the overrides, an unknown
+    key or a bad value."""
+    arm_root(name, profile)
+    if stage not in UPSTREAM:
+        raise ConfigError(f"arms: no arms of stage {stage!r}; stages with arms: {', '.join(UPSTREAM)}")
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"arms: overrides must be a mapping of config keys, got {type(overrides).__name__}")
+    if "profile" in overrides:
+        raise ConfigError("arms: 'profile' is not an override; pass profile= instead")
+    return load_config(stage, profile, dict(overrides))
+
+
+def notebook_sft_weights(profile: str = "tiny") -> str:
+    """``weights_fingerprint`` of notebook 03's SFT model: what every arm of notebook 04 starts from. An arm whose
+    summary holds another value started from an SFT model that has since been retrained."""
+    from falcon_h1r_lib import stages
+    from falcon_h1r_lib.models.identity import weights_fingerprint
+
+    return weights_fingerprint(stages.require("03_sft", "sft", profile))
+
+
+def _clear_summary(root: Path) -> None:
+    """An arm about to (re)run has no summary until it finishes: a failed rerun never leaves the last one behind."""
+    (root / SUMMARY_FILE).unlink(missing_ok=True)
+
+
+def _write_summary(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """``arm.json``, written last and atomically: an arm stopped at any point has no summary or the whole one."""
+    tmp = root / (SUMMARY_FILE + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str, allow_nan=False) + "\n")
+    os.replace(tmp, root / SUMMARY_FILE)
     return summary
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_sft_arm(name: str, overrides: Mapping[str, Any], profile: str = "tiny", processes: int = 2) -> dict[str, Any]:
+    """Notebook 03's SFT (not its pretraining) as arm ``name`` on ``processes`` CPU ranks: the full profile's launch
+    path (``launch.command``: ``accelerate launch`` with FSDP over gloo through the ``fsdp_on_cpu`` shim, as the
+    rehearsal runs it), from notebook 03's own base model, with the profile's config plus ``overrides`` ([P] Fig. 4
+    analog: ``average_tokens_across_devices`` on / off). The global batch stays the config's: ``overrides`` must
+    set ``per_device_train_batch_size`` so that ranks x per-device x accumulation = ``global_batch_size``
+    (``launch.preflight`` raises ConfigError naming the numbers before any rank starts). Returns and writes the
+    summary (world size, steps, loss log, the SFT model's absolute path). Raises RuntimeError naming the job's log
+    when a rank fails."""
+    from falcon_h1r_lib import launch, stages
+    from falcon_h1r_lib.metrics import read_metrics
+
+    if not is_tiny(profile):
+        raise ConfigError(f"arms: SFT arms run on this machine's CPU ranks (tiny profile), not {profile!r}: on a "
+                          "cluster, launch notebook 03's job with the setting changed (falcon_h1r_lib.launch)")
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ConfigError(f"arms: processes must be an int >= 1, got {processes!r}")
+    check_arm(name, "03_sft", overrides, profile)
+    base = stages.require("03_sft", "base", profile).resolve()  # notebook 03's pretrained base: every arm's start
+    _clear_summary(arm_root(name, profile))
+    root = prepare(name, profile, stage="03_sft")
+    start = time.perf_counter()
+    with runs_root_at(root):
+        cfg = load_config("03_sft", profile, {"base_model_name_or_path": str(base), "check_base_config": False,
+                                              **overrides})
+        plan = launch.LaunchConfig(profile=profile, cpu=True, processes_per_node=processes,
+                                   main_process_port=_free_port())
+        config_file = launch.write_job_config(cfg)
+        launch.preflight("03_sft", config_file, processes)
+        launch.execute(launch.command("03_sft", config_file, plan), cfg.run_dir() / "job.log", profile,
+                       launch.job_env(profile, launch=plan))
+        sft = read_metrics("03_sft", profile)["metrics"]["sft"]
+        sft_model = stages.require("03_sft", "sft", profile).resolve()
+    summary = {"name": name, "stage": "03_sft", "profile": profile, "root": repo_relative(root),
+               "overrides": dict(overrides), "seed": cfg.seed, "config_hash": cfg.config_hash(),
+               "world_size": sft["world_size"], "steps": sft["steps"], "global_batch": sft["global_batch"],
+               "loss_log": sft["loss_log"], "sft_model": str(sft_model),
+               "wall_s": round(time.perf_counter() - start, 1)}
+    return _write_summary(root, summary)
+
+
+def compare_sft_arms(a: str, b: str, profile: str = "tiny", benchmark: str = "tiny-math", max_problems: int = 50,
+                     samples_per_problem: int = 16, seed: int = 0) -> dict[str, Any]:
+    """The SFT models of finished SFT arms ``a`` and ``b`` on one held-out benchmark with notebook 05's protocol:
+    pass@1 of each (bootstrap CI) and the paired difference b - a (``evaluation.paired_difference``). Written to
+    arm ``b``'s root as ``vs-<a>.json`` and returned as {"a", "b", "benchmark", "a_accuracy", "b_accuracy",
+    "b_minus_a"} (each keyed by domain). Raises ConfigError when either arm has not finished."""
+    from falcon_h1r_lib import evaluation
+    from falcon_h1r_lib.evaluation.benchmarks import get_benchmark
+    from falcon_h1r_lib.models.identity import weights_fingerprint
+    from falcon_h1r_lib.rl import report
+    from falcon_h1r_lib.tokenizer import system_turn
+
+    arm_a, arm_b = read_arms(profile, names=[a, b])
+    for arm in (arm_a, arm_b):
+        if arm.get("stage") != "03_sft":
+            raise ConfigError(f"arms: {arm.get('name')!r} is not an SFT arm (stage {arm.get('stage')!r})")
+    sft_cfg = load_config("03_sft", profile, arm_b["overrides"])
+    ecfg = evaluation.stage_config(profile, seed=seed, benchmarks=[benchmark], max_problems=max_problems,
+                                   samples_per_problem=samples_per_problem,
+                                   system_prompt=system_turn(sft_cfg.system_prompt))
+    root_b = arm_root(b, profile)
+    record = evaluation.run(ecfg, models={a: arm_a["sft_model"], b: arm_b["sft_model"]},
+                            out_dir=root_b / f"eval-vs-{a}")
+    acc = report.accuracy_from_evaluation(record, {"sft": a, "rl": b})
+    result = {"a": a, "b": b, "benchmark": benchmark, "domain": get_benchmark(benchmark).domain,
+              "weights": {arm["name"]: weights_fingerprint(arm["sft_model"]) for arm in (arm_a, arm_b)},
+              "a_accuracy": acc["sft_accuracy"], "b_accuracy": acc["rl_accuracy"], "b_minus_a": acc["rl_minus_sft"]}
+    (root_b / f"vs-{a}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
 
 
 def read_arms(profile: str = "tiny", names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The summaries of the finished arms under ``runs/<profile>/arms/`` (all, or ``names`` in that order); an
-    arm without ``arm.json`` has not finished and is left out. Raises ConfigError naming a summary that is not
-    valid JSON, or a named arm that has not finished."""
+    arm without ``arm.json`` has not finished, and a folder whose name is no arm name (``.ipynb_checkpoints``) is
+    none: both are left out. Raises ConfigError naming a summary that cannot be read or is not a JSON object with
+    a ``name``, or a named arm that has not finished."""
     base = runs_dir(profile) / "arms"
-    wanted = list(names) if names is not None else sorted(p.name for p in base.glob("*") if p.is_dir())
+    if names is None:
+        wanted = sorted(p.name for p in base.glob("*") if p.is_dir() and _NAME.fullmatch(p.name))
+    else:
+        wanted = list(names)
     out = []
     for name in wanted:
         path = arm_root(name, profile) / SUMMARY_FILE
-        if not path.exists():
+        if not path.is_file():
             if names is not None:
                 raise ConfigError(f"arms: {path} does not exist: run `python -m falcon_h1r_lib.arms --name {name} "
                                   "...` first")
             continue
         try:
-            out.append(json.loads(path.read_text()))
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"arms: {path} is not valid JSON ({err}); rerun that arm") from None
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ConfigError(f"arms: {path} cannot be read as JSON ({err}); rerun that arm") from None
+        if not isinstance(summary, dict) or not isinstance(summary.get("name"), str):
+            raise ConfigError(f"arms: {path} is not an arm summary (a JSON object with a 'name'); rerun that arm")
+        out.append(summary)
     return out
 
 
-def seed_arms(cfg, found: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The arms of ``found`` (``read_arms``) that ran ``cfg`` (an RLStageConfig) with only another seed: same
-    config hash once the seed is set back. An arm run under older settings, or an ablation, is not one of them."""
+def seed_arms(cfg, found: Sequence[Mapping[str, Any]], sft_weights: str | None = None) -> list[Mapping[str, Any]]:
+    """The arms of ``found`` (``read_arms``) that ran ``cfg`` (an RLStageConfig) with only another seed: same config
+    hash once the seed is set back and, when ``sft_weights`` is given (``notebook_sft_weights``), started from that
+    very SFT model. One arm per seed (the first by name); an arm run under older settings or from a since
+    retrained SFT model, an ablation, or a summary without a usable seed is not one of them."""
     import dataclasses
 
-    return [a for a in found if a.get("seed") != cfg.seed
-            and dataclasses.replace(cfg, seed=a.get("seed")).config_hash() == a.get("config_hash")]
+    out, seeds = [], {cfg.seed}
+    for a in found:
+        seed = a.get("seed")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed in seeds:
+            continue
+        if sft_weights is not None and a.get("sft_weights") != sft_weights:
+            continue
+        try:
+            same = dataclasses.replace(cfg, seed=seed).config_hash() == a.get("config_hash")
+        except ConfigError:
+            continue
+        if same:
+            out.append(a)
+            seeds.add(seed)
+    return out
 
 
-def ablation_table(runs: Sequence[Mapping[str, Any]]):
-    """One row per run (its name and RL domains), one column per evaluated domain: RL - SFT pass@1 in points with
-    the paired 95% CI, as ``"+1.2 [-0.4, +2.9]"``; empty where that run did not evaluate the domain ([P] Table 3
-    rows are RL domain mixes, its columns benchmarks of each domain)."""
-    import pandas as pd
+def _domains(run: Mapping[str, Any]) -> str:
+    domains = run.get("domains") or ()
+    return domains if isinstance(domains, str) else "+".join(map(str, domains))
 
-    rows = []
-    for r in runs:
-        row = {"run": r.get("name"), "RL domains": "+".join(r.get("domains", ()))}
-        for domain, d in r["rl_minus_sft"].items():
-            lo, hi = d["ci"]
-            row[domain] = f"{100 * d['difference']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("run").fillna("")
+
+def _result(run: Mapping[str, Any], key: str, domain: str) -> Mapping[str, Any]:
+    try:
+        return run[key][domain]
+    except (KeyError, TypeError):
+        raise KeyError(f"run {run.get('name')!r} has no {key} result for domain {domain!r}") from None
 
 
 def claims_over_arms(runs: Sequence[Mapping[str, Any]], domain: str = "math"):
     """One row per run (notebook 04's own and each arm: ``{"name", "seed", "domains", "rl_minus_sft", ...}``) with
     the paired RL - SFT difference on ``domain`` in points and its 95% CI, whether the CI excludes 0, plus (with 2
     runs or more) a last row with the mean difference, its sample SD over the runs (ddof 1) and whether every CI
-    excludes 0. Raises KeyError naming a run
-    that has no result for ``domain``."""
+    excludes 0 on the side of the mean. Raises KeyError naming a run without a result for ``domain``, ValueError
+    for no runs or a run whose difference or CI is not a finite number."""
+    import math
+
+    import pandas as pd
+
+    if not runs:
+        raise ValueError("claims_over_arms: no runs")
+    rows = []
+    for r in runs:
+        diff = _result(r, "rl_minus_sft", domain)
+        try:
+            lo, hi = (float(x) for x in diff["ci"])
+            d = float(diff["difference"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"run {r.get('name')!r}: RL - SFT on {domain!r} has no numeric difference and CI: "
+                             f"{diff!r}") from None
+        if not all(math.isfinite(x) for x in (d, lo, hi)):
+            raise ValueError(f"run {r.get('name')!r}: RL - SFT on {domain!r} is not finite: {d} [{lo}, {hi}]")
+        rows.append({"run": r.get("name"), "seed": r.get("seed"), "domains": _domains(r),
+                     "sft_pass_at_1": 100 * _result(r, "sft_accuracy", domain)["pass_at_1"],
+                     "rl_pass_at_1": 100 * _result(r, "rl_accuracy", domain)["pass_at_1"],
+                     "rl_minus_sft": 100 * d, "ci_low": 100 * lo, "ci_high": 100 * hi,
+                     "ci_excludes_0": bool(lo > 0 or hi < 0), "n_problems": diff.get("n_problems")})
+    table = pd.DataFrame(rows)
+    if len(table) >= 2:
+        d = table["rl_minus_sft"]
+        same_side = (table["ci_low"] > 0).all() if d.mean() > 0 else (table["ci_high"] < 0).all()
+        spread = {"run": f"mean over {len(d)} runs", "rl_minus_sft": d.mean(), "sd_over_runs": d.std(ddof=1),
+                  "ci_excludes_0": bool(same_side and d.mean() != 0)}
+        table = pd.concat([table, pd.DataFrame([spread])], ignore_index=True)
+    return table.astype({"n_problems": "Int64"})
+
+
+def ablation_table(runs: Sequence[Mapping[str, Any]]):
+    """One row per run (its name and RL domains), one column per evaluated domain: RL - SFT pass@1 in points with
+    the paired 95% CI, as ``"+1.2 [-0.4, +2.9]"``; empty where that run did not evaluate the domain ([P] Table 3
+    rows are RL domain mixes, its columns benchmarks of each domain). No runs: an empty table. Raises KeyError
+    naming a run without RL - SFT results."""
     import pandas as pd
 
     rows = []
     for r in runs:
-        diff = r["rl_minus_sft"].get(domain)
-        if diff is None:
-            raise KeyError(f"run {r.get('name')!r} has no RL - SFT result for domain {domain!r} "
-                           f"(it has {sorted(r['rl_minus_sft'])})")
-        lo, hi = diff["ci"]
-        rows.append({"run": r.get("name"), "seed": r.get("seed"), "domains": "+".join(r.get("domains", ())),
-                     "sft_pass_at_1": 100 * r["sft_accuracy"][domain]["pass_at_1"],
-                     "rl_pass_at_1": 100 * r["rl_accuracy"][domain]["pass_at_1"],
-                     "rl_minus_sft": 100 * diff["difference"], "ci_low": 100 * lo, "ci_high": 100 * hi,
-                     "ci_excludes_0": bool(lo > 0 or hi < 0), "n_problems": diff["n_problems"]})
-    table = pd.DataFrame(rows)
-    if len(table) >= 2:
-        d = table["rl_minus_sft"]
-        spread = {"run": f"mean over {len(d)} runs", "rl_minus_sft": d.mean(), "sd_over_runs": d.std(ddof=1),
-                  "ci_excludes_0": bool(table["ci_excludes_0"].all())}
-        table = pd.concat([table, pd.DataFrame([spread])], ignore_index=True)
-    return table.astype({"seed": "Int64", "n_problems": "Int64"})
+        row = {"run": r.get("name"), "RL domains": _domains(r)}
+        results = r.get("rl_minus_sft")
+        if not isinstance(results, Mapping):
+            raise KeyError(f"run {r.get('name')!r} has no rl_minus_sft results")
+        for domain, d in results.items():
+            lo, hi = d["ci"]
+            row[domain] = f"{100 * d['difference']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else ["run", "RL domains"]).set_index("run").fillna("")
+
+
+def fig4_comparison(profile: str = "tiny", a: str = "fig4-per-rank", b: str = "fig4-balanced"):
+    """The Fig. 4 analog's table once ``compare_sft_arms(a, b)`` has run: pass@1 of each arm's SFT model and the
+    paired difference (b - a) in points with 95% CIs, plus each arm's world size, steps and wall time; None
+    before then, and when either arm has been retrained since (its weights are not the ones compared)."""
+    import pandas as pd
+
+    from falcon_h1r_lib.models.identity import weights_fingerprint
+
+    path = arm_root(b, profile) / f"vs-{a}.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    try:
+        arms_ = {x["name"]: x for x in read_arms(profile, names=[a, b])}
+    except ConfigError:  # an arm is rerunning (no summary yet)
+        return None
+    if any(weights_fingerprint(arms_[n]["sft_model"]) != result.get("weights", {}).get(n) for n in (a, b)):
+        return None
+    domain = result["domain"]
+    rows = []
+    for label, key in ((a, "a_accuracy"), (b, "b_accuracy")):
+        acc = result[key][domain]
+        rows.append({"run": label, "average_tokens_across_devices": arms_[label]["overrides"].get(
+                         "average_tokens_across_devices"), "world_size": arms_[label]["world_size"],
+                     "steps": arms_[label]["steps"], "pass@1 (%)": 100 * acc["pass_at_1"],
+                     "CI (%)": [round(100 * x, 1) for x in acc["ci"]], "wall_s": arms_[label]["wall_s"]})
+    diff = result["b_minus_a"][domain]
+    rows.append({"run": f"{b} - {a} (paired)", "pass@1 (%)": 100 * diff["difference"],
+                 "CI (%)": [round(100 * x, 1) for x in diff["ci"]]})
+    return pd.DataFrame(rows).set_index("run")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m falcon_h1r_lib.arms [--seeds S ...] [--name NAME] [--set KEY=VALUE ...] [--profile P]``."""
+    """``python -m falcon_h1r_lib.arms [--stage rl|sft] [--seeds S ...] [--name NAME] [--set KEY=VALUE ...]``, or
+    ``--compare A B``. Every arm's name and config is checked before the first one runs."""
     import argparse
 
-    import yaml
+    from falcon_h1r_lib.cli import parse_overrides
 
     parser = argparse.ArgumentParser(prog="python -m falcon_h1r_lib.arms", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="*", default=[], help="one arm per seed, named seed-<S>")
     parser.add_argument("--name", help="the arm's name (without --seeds: one arm; with: a prefix, <name>-seed-<S>)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="an RLStageConfig override, VALUE read as YAML (domains=[math,code]); repeatable")
+                        help="a stage config override, VALUE read as YAML (domains=[math,code]); repeatable")
     parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--force", action="store_true", help="retrain the arm from the SFT model")
+    parser.add_argument("--force", action="store_true", help="retrain an RL arm from the SFT model")
+    parser.add_argument("--stage", choices=("rl", "sft"), default="rl",
+                        help="rl: notebook 04's stage (default); sft: notebook 03's SFT on --processes CPU ranks")
+    parser.add_argument("--processes", type=int, default=2, help="ranks of an SFT arm (default 2)")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                        help="evaluate the SFT models of finished SFT arms A and B, paired (B - A); nothing else")
     a = parser.parse_args(argv)
-    overrides: dict[str, Any] = {}
-    for item in a.sets:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = yaml.safe_load(value)
-    if not a.seeds and not a.name:
-        parser.error("give --seeds, --name or both")
-    arms = ([(f"{a.name}-seed-{s}" if a.name else f"seed-{s}", {**overrides, "seed": s}) for s in a.seeds]
-            if a.seeds else [(a.name, overrides)])
-    for name, over in arms:
-        summary = run_arm(name, over, profile=a.profile, force=a.force)
-        print(json.dumps({k: summary[k] for k in ("name", "seed", "domains", "rl_minus_sft", "wall_s")}, default=str))
+    try:
+        if a.compare:
+            result = compare_sft_arms(*a.compare, profile=a.profile)
+            print(json.dumps(result["b_minus_a"], default=str))
+            return 0
+        overrides = parse_overrides(a.sets)
+        if not a.seeds and not a.name:
+            parser.error("give --seeds, --name or both")
+        if a.seeds and "seed" in overrides:
+            parser.error("--seeds and --set seed=...: give the seeds one way")
+        if a.stage == "sft" and a.force:
+            parser.error("--force: an SFT arm retrains when its settings change; remove its folder to redo it")
+        seeds = list(dict.fromkeys(a.seeds))  # each seed once, in the order given
+        arms = ([(f"{a.name}-seed-{s}" if a.name else f"seed-{s}", {**overrides, "seed": s}) for s in seeds]
+                if seeds else [(a.name, overrides)])
+        stage = "03_sft" if a.stage == "sft" else STAGE
+        for name, over in arms:  # every name and config first: nothing is created or trained for a bad one
+            check_arm(name, stage, over, a.profile)
+        for name, over in arms:
+            if a.stage == "sft":
+                summary = run_sft_arm(name, over, profile=a.profile, processes=a.processes)
+                print(json.dumps({k: summary[k] for k in ("name", "world_size", "steps", "wall_s")}, default=str))
+            else:
+                summary = run_arm(name, over, profile=a.profile, force=a.force)
+                print(json.dumps({k: summary[k] for k in ("name", "seed", "domains", "rl_minus_sft", "wall_s")},
+                                 default=str))
+    except ConfigError as err:
+        parser.error(str(err))
     return 0
 
 

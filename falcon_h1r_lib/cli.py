@@ -38,13 +38,20 @@ def parse_models(specs: Sequence[str]) -> dict[str, str]:
 
 
 def parse_overrides(items: Sequence[str]) -> dict:
-    """``KEY=VALUE`` items -> {key: YAML-parsed value}."""
+    """``KEY=VALUE`` items -> {key: YAML-parsed value}. Raises ConfigError naming the item for a missing ``=`` or
+    key, a key set twice, or a VALUE that is not valid YAML."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE (VALUE is read as YAML)")
-        out[key] = yaml.safe_load(value)
+        if key in out:
+            raise ConfigError(f"--set {item!r}: key {key!r} is set twice")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: VALUE is not valid YAML ({err})") from None
     return out
 
 

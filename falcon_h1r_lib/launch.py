@@ -139,15 +139,18 @@ def preflight(name: str, config_file: str, world_size: int) -> dict[str, Any]:
         raise ConfigError(f"{config_file}: {err}") from err
 
 
-def job_env(profile: str, base: dict[str, str] | None = None) -> dict[str, str]:
+def job_env(profile: str, base: dict[str, str] | None = None, launch: LaunchConfig | None = None) -> dict[str, str]:
     """Environment of a job: offline only on tiny (the full profile reaches the Hub), repo root pinned; a
-    ``cpu: true`` launch puts the FSDP-on-CPU shim on PYTHONPATH (it acts only without CUDA)."""
+    ``cpu: true`` launch (``launch``, else the profile's ``launch.yaml``; tiny has none) puts the FSDP-on-CPU shim
+    on PYTHONPATH (it acts only without CUDA)."""
     env = dict(os.environ if base is None else base)
     env.setdefault("FALCON_H1R_ROOT", str(repo_root()))
     if is_tiny(profile):
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("HF_DATASETS_OFFLINE", "1")
-    elif launch_config(profile).cpu:
+    if launch is None and not is_tiny(profile):
+        launch = launch_config(profile)
+    if launch is not None and launch.cpu:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(FSDP_ON_CPU), env.get("PYTHONPATH", "")) if p)
         env["FALCON_H1R_FSDP_ON_CPU"] = "1"
     return env

@@ -13,6 +13,14 @@ from falcon_h1r_lib.paths import runs_root
 from falcon_h1r_lib.stages import MissingStageOutput
 
 
+def _sft_model(root):
+    """Notebook 03 finished, with an SFT folder holding (stand-in) weights that can be fingerprinted."""
+    sft = _finished(root, "03_sft") / "sft"
+    sft.mkdir()
+    (sft / "model.safetensors").write_bytes(b"weights")
+    return sft
+
+
 def _finished(root, stage, files=("metrics.json",)):
     d = root / "tiny" / stage
     d.mkdir(parents=True, exist_ok=True)
@@ -55,7 +63,7 @@ def test_prepare_links_the_finished_upstream_stages_and_refuses_unfinished_ones(
     assert arms.prepare("seed-1") == root  # idempotent
     (root / "tiny" / "03_sft").unlink()
     (root / "tiny" / "03_sft").mkdir()
-    with pytest.raises(ConfigError, match="is a folder, not a link"):
+    with pytest.raises(ConfigError, match="is not a link"):
         arms.prepare("seed-1")
 
 
@@ -76,7 +84,7 @@ def test_run_arm_runs_the_stage_inside_the_arms_root_and_writes_its_summary(monk
 
     monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
     _finished(tmp_path, "02_data_curation")
-    (_finished(tmp_path, "03_sft") / "sft").mkdir()
+    _sft_model(tmp_path)
     seen = {}
 
     def fake_rl_run(cfg, force=False):
@@ -96,8 +104,10 @@ def test_run_arm_runs_the_stage_inside_the_arms_root_and_writes_its_summary(monk
     assert seen["models"]["sft"].endswith("arms/mixed/tiny/03_sft/sft")  # the SFT model through the arm's link
     assert json.loads((root / "arm.json").read_text())["rl_minus_sft"]["math"]["difference"] == 0.04
     assert [s["name"] for s in arms.read_arms()] == ["mixed"]
-    with pytest.raises(ConfigError, match="learning_rat"):  # a typo fails before any training
+    assert summary["sft_weights"] == arms.notebook_sft_weights()
+    with pytest.raises(ConfigError, match="learning_rat"):  # a typo fails before anything is created
         arms.run_arm("typo", {"learning_rat": 1e-5})
+    assert not (tmp_path / "tiny" / "arms" / "typo").exists()
     with pytest.raises(ConfigError, match="profile"):
         arms.run_arm("p", {"profile": "full"})
 
@@ -112,8 +122,16 @@ def test_read_arms_skips_unfinished_arms_and_names_broken_or_missing_ones(monkey
     with pytest.raises(ConfigError, match=r"running/arm\.json does not exist.*--name running"):
         arms.read_arms(names=["running"])
     (base / "done" / "arm.json").write_text("{not json")
-    with pytest.raises(ConfigError, match=r"done/arm\.json is not valid JSON"):
+    with pytest.raises(ConfigError, match=r"done/arm\.json cannot be read as JSON"):
         arms.read_arms()
+    (base / "done" / "arm.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"done/arm\.json is not an arm summary"):
+        arms.read_arms()
+    (base / "done" / "arm.json").write_text(json.dumps({"name": "done"}))
+    (base / ".ipynb_checkpoints").mkdir()
+    (base / ".ipynb_checkpoints" / "arm.json").write_text("{}")
+    (base / "bad name").mkdir()
+    assert arms.read_arms() == [{"name": "done"}]  # folders that are no arm name are no arms
 
 
 def test_claims_over_arms_gives_each_runs_paired_ci_and_the_spread_over_runs():
@@ -125,7 +143,7 @@ def test_claims_over_arms_gives_each_runs_paired_ci_and_the_spread_over_runs():
     assert table["ci_excludes_0"].tolist() == [True, False, True, False]  # last row: not every run's CI excludes 0
     assert table["rl_minus_sft"].iloc[3] == pytest.approx(3.0) and table["sd_over_runs"].iloc[3] == pytest.approx(1.0)
     assert len(arms.claims_over_arms(runs[:1])) == 1  # one run: no spread row
-    with pytest.raises(KeyError, match="'seed-1' has no RL - SFT result for domain 'code'"):
+    with pytest.raises(KeyError, match="'seed-1' has no rl_minus_sft result for domain 'code'"):
         arms.claims_over_arms(runs[1:], domain="code")
 
 
@@ -155,3 +173,181 @@ def test_seed_arms_are_the_notebooks_config_with_another_seed_and_the_ablation_t
     table = arms.ablation_table(runs)
     assert table.loc["mixed", "code"] == "-0.5 [-2.0, +1.0]" and table.loc["math", "code"] == ""
     assert table.loc["math", "math"] == "+4.0 [+1.0, +7.0]" and table.loc["mixed", "RL domains"] == "math+code"
+
+
+def test_a_cpu_launch_puts_the_fsdp_shim_on_a_tiny_jobs_path_and_only_then():
+    from falcon_h1r_lib import launch
+
+    plan = launch.LaunchConfig(profile="tiny", cpu=True, processes_per_node=2)
+    env = launch.job_env("tiny", {}, launch=plan)
+    assert env["FALCON_H1R_FSDP_ON_CPU"] == "1" and str(launch.FSDP_ON_CPU) in env["PYTHONPATH"]
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert "FALCON_H1R_FSDP_ON_CPU" not in launch.job_env("tiny", {})  # tiny has no launch.yaml: no shim
+
+
+def _sft_world(tmp_path):
+    _finished(tmp_path, "02_data_curation")
+    (_finished(tmp_path, "03_sft") / "base").mkdir()
+
+
+def test_an_sft_arm_launches_the_full_profiles_job_on_cpu_ranks_inside_its_root(monkeypatch, tmp_path):
+    """The job is `accelerate launch` over 2 ranks with the FSDP-on-CPU shim, reads the arm's YAML (notebook 03's
+    base, the override) and writes under the arm's root; a batch that does not add up fails before any rank."""
+    from falcon_h1r_lib import launch
+
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    _sft_world(tmp_path)
+    seen = {}
+
+    def fake_execute(argv, log, profile, env):  # stands in for the 2 ranks: writes what the SFT stage writes
+        import yaml
+
+        seen.update(argv=argv, log=log, env=env, config=yaml.safe_load(open(argv[argv.index("--config") + 1])))
+        out = tmp_path / "tiny" / "arms" / "off" / "tiny" / "03_sft"
+        (out / "sft").mkdir(parents=True)
+        (out / "metrics.json").write_text(json.dumps({"metrics": {"sft": {
+            "world_size": 2, "steps": 5, "global_batch": 8, "loss_log": [{"step": 5, "loss": 1.0}]}}}))
+
+    monkeypatch.setattr(launch, "execute", fake_execute)
+    summary = arms.run_sft_arm("off", {"per_device_train_batch_size": 4, "average_tokens_across_devices": False})
+    argv = seen["argv"]
+    assert argv[1:3] == ["-m", "accelerate.commands.launch"] and argv[argv.index("--num_processes") + 1] == "2"
+    assert argv[argv.index("-m", 3) + 1] == "falcon_h1r_lib.sft"
+    assert seen["env"]["FALCON_H1R_FSDP_ON_CPU"] == "1"
+    assert seen["env"]["FALCON_H1R_RUNS"] == str(tmp_path / "tiny" / "arms" / "off")
+    assert seen["config"]["average_tokens_across_devices"] is False
+    assert seen["config"]["base_model_name_or_path"] == str((tmp_path / "tiny" / "03_sft" / "base").resolve())
+    assert seen["log"] == tmp_path / "tiny" / "arms" / "off" / "tiny" / "03_sft" / "job.log"
+    assert (summary["world_size"], summary["stage"]) == (2, "03_sft")
+    assert json.loads((tmp_path / "tiny" / "arms" / "off" / "arm.json").read_text())["steps"] == 5
+    assert not (tmp_path / "tiny" / "03_sft" / "sft").exists()  # notebook 03's own folder untouched
+
+    monkeypatch.setattr(launch, "execute", lambda *a, **k: pytest.fail("a rank started"))
+    with pytest.raises(ConfigError, match="global"):  # 2 ranks x 8 x 1 != global batch 8
+        arms.run_sft_arm("bad", {"per_device_train_batch_size": 8})
+    with pytest.raises(ConfigError, match="processes"):
+        arms.run_sft_arm("bad", {}, processes=0)
+
+
+def test_sft_arms_need_notebook_03s_base_and_compare_only_sft_arms(monkeypatch, tmp_path):
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    _finished(tmp_path, "02_data_curation")
+    with pytest.raises(MissingStageOutput, match="03_sft"):
+        arms.run_sft_arm("x", {"per_device_train_batch_size": 4})
+    with pytest.raises(ConfigError, match="no arms of stage '05_evaluation'"):
+        arms.prepare("x", stage="05_evaluation")
+    base = tmp_path / "tiny" / "arms"
+    for name, stage in (("rl-arm", "04_rl"), ("sft-arm", "03_sft")):
+        (base / name).mkdir(parents=True)
+        (base / name / "arm.json").write_text(json.dumps({"name": name, "stage": stage, "overrides": {}}))
+    with pytest.raises(ConfigError, match="'rl-arm' is not an SFT arm"):
+        arms.compare_sft_arms("sft-arm", "rl-arm")
+
+
+def test_a_failed_rerun_leaves_no_summary_behind(monkeypatch, tmp_path):
+    """Break test: a rerun that failed in training kept the last arm.json, so read_arms called the arm finished."""
+    from falcon_h1r_lib import evaluation, rl
+    from falcon_h1r_lib.rl import report
+
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    _finished(tmp_path, "02_data_curation")
+    _sft_model(tmp_path)
+    monkeypatch.setattr(rl, "run", lambda cfg, force=False: {"global_steps": 1, "model_dir": "runs/tiny/04_rl/rl"})
+    monkeypatch.setattr(evaluation, "run", lambda *a, **k: {})
+    monkeypatch.setattr(report, "accuracy_from_evaluation", lambda *a: _accuracy(0.1, 0.1, 0.0, (-0.01, 0.01)))
+    arms.run_arm("a", {"seed": 3})
+
+    def crash(cfg, force=False):
+        raise RuntimeError("killed in training")
+
+    monkeypatch.setattr(rl, "run", crash)
+    with pytest.raises(RuntimeError):
+        arms.run_arm("a", {"seed": 4})
+    assert arms.read_arms() == []
+    assert not list((tmp_path / "tiny" / "arms" / "a").glob("arm.json*"))
+
+
+def test_the_pooled_row_needs_every_ci_on_the_side_of_the_mean_and_bad_runs_are_named():
+    up, down = _accuracy(0.1, 0.15, 0.05, (0.01, 0.09)), _accuracy(0.1, 0.05, -0.05, (-0.09, -0.01))
+    table = arms.claims_over_arms([{"name": "u", **up}, {"name": "d", **down}])
+    assert table["ci_excludes_0"].tolist() == [True, True, False]  # each excludes 0, on opposite sides
+    table = arms.claims_over_arms([{"name": "u", **up}, {"name": "u2", **up}])
+    assert table["ci_excludes_0"].iloc[-1]
+    nan = _accuracy(0.1, 0.1, float("nan"), (0.0, 0.1))
+    with pytest.raises(ValueError, match="'n': RL - SFT on 'math' is not finite"):
+        arms.claims_over_arms([{"name": "u", **up}, {"name": "n", **nan}])
+    with pytest.raises(ValueError, match="no runs"):
+        arms.claims_over_arms([])
+    with pytest.raises(KeyError, match="'x' has no rl_minus_sft result"):
+        arms.claims_over_arms([{"name": "x", "sft_accuracy": {}}])
+    with pytest.raises(KeyError, match="'x' has no rl_minus_sft results"):
+        arms.ablation_table([{"name": "x"}])
+    assert arms.ablation_table([]).empty
+    assert arms.ablation_table([{"name": "s", "domains": "math", **up}]).loc["s", "RL domains"] == "math"
+
+
+def test_seed_arms_count_each_seed_once_and_only_from_the_same_sft_model():
+    import dataclasses
+
+    from falcon_h1r_lib.config import load_config
+
+    cfg = load_config("04_rl", "tiny")
+
+    def arm(name, seed, weights="w1"):
+        h = dataclasses.replace(cfg, seed=seed).config_hash() if isinstance(seed, int) and seed >= 0 else "h"
+        return {"name": name, "seed": seed, "config_hash": h, "sft_weights": weights}
+
+    found = [arm("seed-1", 1), arm("x-seed-1", 1), arm("seed-2", 2, weights="w0"), arm("odd", "2"),
+             arm("neg", -1), arm("none", None), arm("seed-0", 0)]
+    assert [a["name"] for a in arms.seed_arms(cfg, found, sft_weights="w1")] == ["seed-1"]
+    assert [a["name"] for a in arms.seed_arms(cfg, found)] == ["seed-1", "seed-2"]
+
+
+def test_cli_checks_every_arm_before_the_first_runs_and_reads_set_strictly(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    monkeypatch.setattr(arms, "run_arm", lambda *a, **k: pytest.fail("an arm ran"))
+    with pytest.raises(SystemExit):
+        arms.main(["--name", "x" * 57, "--seeds", "1", "10"])  # x...-seed-10 is 65 characters
+    assert "plain folder name" in capsys.readouterr().err
+    for bad, said in ((["--seeds", "1", "--set", "seed=2"], "give the seeds one way"),
+                      (["--name", "a", "--set", "seed=1", "--set", "seed=2"], "set twice"),
+                      (["--name", "a", "--set", "domains=[math, code"], "not valid YAML"),
+                      (["--name", "a", "--set", "profile=full"], "'profile' is not an override"),
+                      (["--seeds", "-1"], "seed")):
+        with pytest.raises(SystemExit):
+            arms.main(bad)
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "tiny" / "arms").exists()  # nothing was created for any of them
+
+
+def test_sft_arms_run_on_tiny_only():
+    with pytest.raises(ConfigError, match="tiny profile"):
+        arms.run_sft_arm("x", {}, profile="full")
+
+
+def test_the_fig4_table_shows_a_comparison_only_of_the_weights_it_compared(monkeypatch, tmp_path):
+    from falcon_h1r_lib import evaluation
+    from falcon_h1r_lib.rl import report
+
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    _finished(tmp_path, "02_data_curation")
+    assert arms.fig4_comparison() is None
+    for name, flag in (("fig4-per-rank", False), ("fig4-balanced", True)):
+        root = tmp_path / "tiny" / "arms" / name
+        sft = root / "tiny" / "03_sft" / "sft"
+        sft.mkdir(parents=True)
+        (sft / "model.safetensors").write_bytes(name.encode())
+        (root / "arm.json").write_text(json.dumps({
+            "name": name, "stage": "03_sft", "overrides": {"average_tokens_across_devices": flag},
+            "world_size": 2, "steps": 10, "wall_s": 1.0, "sft_model": str(sft)}))
+    seen = {}
+    monkeypatch.setattr(evaluation, "run", lambda ecfg, models, out_dir: seen.update(models=models) or {})
+    monkeypatch.setattr(report, "accuracy_from_evaluation",
+                        lambda record, labels: _accuracy(0.10, 0.12, 0.02, (0.005, 0.04)))
+    arms.compare_sft_arms("fig4-per-rank", "fig4-balanced")
+    assert list(seen["models"]) == ["fig4-per-rank", "fig4-balanced"]
+    table = arms.fig4_comparison()
+    assert table.loc["fig4-balanced", "average_tokens_across_devices"] is True
+    assert table.loc["fig4-balanced - fig4-per-rank (paired)", "pass@1 (%)"] == pytest.approx(2.0)
+    (tmp_path / "tiny" / "arms" / "fig4-per-rank" / "tiny" / "03_sft" / "sft" / "model.safetensors").write_bytes(b"new")
+    assert arms.fig4_comparison() is None  # retrained since the comparison: not shown as if it were compared
