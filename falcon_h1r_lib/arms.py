@@ -98,9 +98,10 @@ def run_arm(name: str, overrides: Mapping[str, Any], profile: str = "tiny", forc
     from falcon_h1r_lib import evaluation, launch, rl
     from falcon_h1r_lib.rl import report
 
-    cfg = check_arm(name, STAGE, overrides, profile)  # nothing is created for a bad name or config
+    cfg = check_arm(name, STAGE, overrides, profile)  # nothing is created or removed for a bad name or config
     if force and not is_tiny(profile):
         raise ConfigError("arms: --force is for the tiny profile; a cluster job resumes or retrains by its fingerprint")
+    sft_weights = notebook_sft_weights(profile)  # what it starts from, taken before training
     root = arm_root(name, profile)
     _clear_summary(root)
     root = prepare(name, profile)
@@ -113,24 +114,64 @@ def run_arm(name: str, overrides: Mapping[str, Any], profile: str = "tiny", forc
         accuracy = report.accuracy_from_evaluation(record, {"sft": "sft", "rl": "rl"})
     summary = {"name": name, "stage": STAGE, "profile": profile, "root": repo_relative(root),
                "overrides": dict(overrides), "seed": cfg.seed, "domains": list(cfg.domains),
-               "config_hash": cfg.config_hash(), "sft_weights": notebook_sft_weights(profile),
+               "config_hash": cfg.config_hash(), "sft_weights": sft_weights,
                "global_steps": metrics.get("global_steps"), "wall_s": round(time.perf_counter() - start, 1),
                **accuracy}
     return _write_summary(root, summary)
 
 
-def check_arm(name: str, stage: str, overrides: Mapping[str, Any], profile: str = "tiny"):
+SFT_FIXED = ("base_model_name_or_path", "check_base_config")  # an SFT arm starts from notebook 03's base, always
+
+
+def check_arm(name: str, stage: str, overrides: Mapping[str, Any], profile: str = "tiny",
+              processes: int | None = None):
     """The config arm ``name`` of ``stage`` would run (the profile's plus ``overrides``), checked before anything is
-    created: raises ConfigError for a bad name, a stage without arms, ``profile`` among the overrides, an unknown
-    key or a bad value."""
-    arm_root(name, profile)
+    created or removed: raises ConfigError for a bad name, a stage without arms, an arm folder that belongs to
+    another stage (``_check_root``), ``profile`` among the overrides, an unknown key or a bad value, and for an SFT
+    arm a base-model key (``SFT_FIXED``) or a global batch that ``processes`` ranks do not make up."""
+    root = arm_root(name, profile)
     if stage not in UPSTREAM:
         raise ConfigError(f"arms: no arms of stage {stage!r}; stages with arms: {', '.join(UPSTREAM)}")
     if not isinstance(overrides, Mapping):
         raise ConfigError(f"arms: overrides must be a mapping of config keys, got {type(overrides).__name__}")
     if "profile" in overrides:
         raise ConfigError("arms: 'profile' is not an override; pass profile= instead")
-    return load_config(stage, profile, dict(overrides))
+    if stage == "03_sft" and set(SFT_FIXED) & set(overrides):
+        raise ConfigError(f"arms: an SFT arm starts from notebook 03's base: {', '.join(SFT_FIXED)} cannot be set")
+    cfg = load_config(stage, profile, dict(overrides))
+    _check_root(root, stage, profile)
+    if stage == "03_sft" and processes is not None:
+        from falcon_h1r_lib.sft.base import check_global_batch
+
+        try:
+            check_global_batch(cfg, processes)
+        except ValueError as err:
+            raise ConfigError(f"arms: {name}: {err}") from None
+    return cfg
+
+
+def _check_root(root: Path, stage: str, profile: str) -> None:
+    """An arm folder holds one stage's run: its own stage folder (never a link) and links to what that stage reads,
+    nothing else. Raises ConfigError naming what is in the way (an arm name reused for another stage)."""
+    summary = root / SUMMARY_FILE
+    if summary.is_file():
+        try:
+            recorded = json.loads(summary.read_text(encoding="utf-8")).get("stage", stage)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            recorded = stage  # an unreadable summary is rewritten; the folders below still decide
+        if recorded != stage:
+            raise ConfigError(f"arms: {root} is an arm of stage {recorded}, not {stage}: choose another name")
+    base = root / profile
+    if not base.is_dir():
+        return
+    own = base / stage
+    if own.is_symlink():
+        raise ConfigError(f"arms: {own} is a link to another run's {stage}: {root.name} is an arm of another "
+                          "stage; choose another name")
+    for entry in base.iterdir():
+        if entry.name not in (stage, *UPSTREAM[stage]) and not entry.name.startswith("."):
+            raise ConfigError(f"arms: {entry} does not belong to an arm of {stage}: {root.name} is an arm of "
+                              "another stage; choose another name")
 
 
 def notebook_sft_weights(profile: str = "tiny") -> str:
@@ -147,11 +188,16 @@ def _clear_summary(root: Path) -> None:
     (root / SUMMARY_FILE).unlink(missing_ok=True)
 
 
+def _write_json(path: Path, obj: Mapping[str, Any]) -> None:
+    """``path`` written atomically (a temp file, then ``os.replace``); NaN or infinity raise ValueError."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
 def _write_summary(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
     """``arm.json``, written last and atomically: an arm stopped at any point has no summary or the whole one."""
-    tmp = root / (SUMMARY_FILE + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str, allow_nan=False) + "\n")
-    os.replace(tmp, root / SUMMARY_FILE)
+    _write_json(root / SUMMARY_FILE, summary)
     return summary
 
 
@@ -180,7 +226,7 @@ def run_sft_arm(name: str, overrides: Mapping[str, Any], profile: str = "tiny", 
                           "cluster, launch notebook 03's job with the setting changed (falcon_h1r_lib.launch)")
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise ConfigError(f"arms: processes must be an int >= 1, got {processes!r}")
-    check_arm(name, "03_sft", overrides, profile)
+    check_arm(name, "03_sft", overrides, profile, processes=processes)
     base = stages.require("03_sft", "base", profile).resolve()  # notebook 03's pretrained base: every arm's start
     _clear_summary(arm_root(name, profile))
     root = prepare(name, profile, stage="03_sft")
@@ -199,7 +245,7 @@ def run_sft_arm(name: str, overrides: Mapping[str, Any], profile: str = "tiny", 
     summary = {"name": name, "stage": "03_sft", "profile": profile, "root": repo_relative(root),
                "overrides": dict(overrides), "seed": cfg.seed, "config_hash": cfg.config_hash(),
                "world_size": sft["world_size"], "steps": sft["steps"], "global_batch": sft["global_batch"],
-               "loss_log": sft["loss_log"], "sft_model": str(sft_model),
+               "loss_log": sft["loss_log"], "base_model": str(base), "sft_model": str(sft_model),
                "wall_s": round(time.perf_counter() - start, 1)}
     return _write_summary(root, summary)
 
@@ -216,10 +262,16 @@ def compare_sft_arms(a: str, b: str, profile: str = "tiny", benchmark: str = "ti
     from falcon_h1r_lib.rl import report
     from falcon_h1r_lib.tokenizer import system_turn
 
+    if a == b:
+        raise ConfigError(f"arms: compare two different arms, got {a!r} twice")
     arm_a, arm_b = read_arms(profile, names=[a, b])
     for arm in (arm_a, arm_b):
         if arm.get("stage") != "03_sft":
             raise ConfigError(f"arms: {arm.get('name')!r} is not an SFT arm (stage {arm.get('stage')!r})")
+    prompts = {arm["name"]: load_config("03_sft", profile, arm["overrides"]).system_prompt for arm in (arm_a, arm_b)}
+    if prompts[a] != prompts[b]:
+        raise ConfigError(f"arms: {a} and {b} were trained with other system prompts ({prompts}): one evaluation "
+                          "protocol cannot serve both")
     sft_cfg = load_config("03_sft", profile, arm_b["overrides"])
     ecfg = evaluation.stage_config(profile, seed=seed, benchmarks=[benchmark], max_problems=max_problems,
                                    samples_per_problem=samples_per_problem,
@@ -231,7 +283,7 @@ def compare_sft_arms(a: str, b: str, profile: str = "tiny", benchmark: str = "ti
     result = {"a": a, "b": b, "benchmark": benchmark, "domain": get_benchmark(benchmark).domain,
               "weights": {arm["name"]: weights_fingerprint(arm["sft_model"]) for arm in (arm_a, arm_b)},
               "a_accuracy": acc["sft_accuracy"], "b_accuracy": acc["rl_accuracy"], "b_minus_a": acc["rl_minus_sft"]}
-    (root_b / f"vs-{a}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    _write_json(root_b / f"vs-{a}.json", result)
     return result
 
 
@@ -322,6 +374,10 @@ def claims_over_arms(runs: Sequence[Mapping[str, Any]], domain: str = "math"):
                              f"{diff!r}") from None
         if not all(math.isfinite(x) for x in (d, lo, hi)):
             raise ValueError(f"run {r.get('name')!r}: RL - SFT on {domain!r} is not finite: {d} [{lo}, {hi}]")
+        for key in ("sft_accuracy", "rl_accuracy"):
+            p = _result(r, key, domain).get("pass_at_1")
+            if not isinstance(p, (int, float)) or not math.isfinite(p):
+                raise ValueError(f"run {r.get('name')!r}: {key} on {domain!r} is not a finite pass@1: {p!r}")
         rows.append({"run": r.get("name"), "seed": r.get("seed"), "domains": _domains(r),
                      "sft_pass_at_1": 100 * _result(r, "sft_accuracy", domain)["pass_at_1"],
                      "rl_pass_at_1": 100 * _result(r, "rl_accuracy", domain)["pass_at_1"],
@@ -342,6 +398,8 @@ def ablation_table(runs: Sequence[Mapping[str, Any]]):
     the paired 95% CI, as ``"+1.2 [-0.4, +2.9]"``; empty where that run did not evaluate the domain ([P] Table 3
     rows are RL domain mixes, its columns benchmarks of each domain). No runs: an empty table. Raises KeyError
     naming a run without RL - SFT results."""
+    import math
+
     import pandas as pd
 
     rows = []
@@ -352,6 +410,8 @@ def ablation_table(runs: Sequence[Mapping[str, Any]]):
             raise KeyError(f"run {r.get('name')!r} has no rl_minus_sft results")
         for domain, d in results.items():
             lo, hi = d["ci"]
+            if not all(math.isfinite(x) for x in (d["difference"], lo, hi)):
+                raise ValueError(f"run {r.get('name')!r}: RL - SFT on {domain!r} is not finite: {d!r}")
             row[domain] = f"{100 * d['difference']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
         rows.append(row)
     return pd.DataFrame(rows, columns=None if rows else ["run", "RL domains"]).set_index("run").fillna("")
@@ -368,22 +428,28 @@ def fig4_comparison(profile: str = "tiny", a: str = "fig4-per-rank", b: str = "f
     path = arm_root(b, profile) / f"vs-{a}.json"
     if not path.is_file():
         return None
-    result = json.loads(path.read_text())
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        weights = result["weights"]
+        domain = result["domain"]
+        accuracies = {a: result["a_accuracy"][domain], b: result["b_accuracy"][domain]}
+        diff = result["b_minus_a"][domain]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(f"arms: {path} is not a comparison of {a} and {b} ({type(err).__name__}: {err}); rerun "
+                          f"`python -m falcon_h1r_lib.arms --compare {a} {b}`") from None
     try:
         arms_ = {x["name"]: x for x in read_arms(profile, names=[a, b])}
     except ConfigError:  # an arm is rerunning (no summary yet)
         return None
-    if any(weights_fingerprint(arms_[n]["sft_model"]) != result.get("weights", {}).get(n) for n in (a, b)):
+    if any(weights_fingerprint(arms_[n]["sft_model"]) != weights.get(n) for n in (a, b)):
         return None
-    domain = result["domain"]
     rows = []
-    for label, key in ((a, "a_accuracy"), (b, "b_accuracy")):
-        acc = result[key][domain]
+    for label in (a, b):
+        acc = accuracies[label]
         rows.append({"run": label, "average_tokens_across_devices": arms_[label]["overrides"].get(
                          "average_tokens_across_devices"), "world_size": arms_[label]["world_size"],
                      "steps": arms_[label]["steps"], "pass@1 (%)": 100 * acc["pass_at_1"],
                      "CI (%)": [round(100 * x, 1) for x in acc["ci"]], "wall_s": arms_[label]["wall_s"]})
-    diff = result["b_minus_a"][domain]
     rows.append({"run": f"{b} - {a} (paired)", "pass@1 (%)": 100 * diff["difference"],
                  "CI (%)": [round(100 * x, 1) for x in diff["ci"]]})
     return pd.DataFrame(rows).set_index("run")
@@ -397,7 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from falcon_h1r_lib.cli import parse_overrides
 
     parser = argparse.ArgumentParser(prog="python -m falcon_h1r_lib.arms", description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="*", default=[], help="one arm per seed, named seed-<S>")
+    parser.add_argument("--seeds", type=int, nargs="+", action="extend", default=[],
+                        help="one arm per seed, named seed-<S> (repeatable)")
     parser.add_argument("--name", help="the arm's name (without --seeds: one arm; with: a prefix, <name>-seed-<S>)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="a stage config override, VALUE read as YAML (domains=[math,code]); repeatable")
@@ -411,6 +478,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = parser.parse_args(argv)
     try:
         if a.compare:
+            if a.seeds or a.name or a.sets or a.force or a.stage != "rl":
+                parser.error("--compare takes two finished SFT arms and nothing else (no --seeds, --name, --set, "
+                             "--stage or --force)")
             result = compare_sft_arms(*a.compare, profile=a.profile)
             print(json.dumps(result["b_minus_a"], default=str))
             return 0
@@ -425,8 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         arms = ([(f"{a.name}-seed-{s}" if a.name else f"seed-{s}", {**overrides, "seed": s}) for s in seeds]
                 if seeds else [(a.name, overrides)])
         stage = "03_sft" if a.stage == "sft" else STAGE
-        for name, over in arms:  # every name and config first: nothing is created or trained for a bad one
-            check_arm(name, stage, over, a.profile)
+        for name, over in arms:  # every name and config first: nothing is created, removed or trained for a bad one
+            check_arm(name, stage, over, a.profile, processes=a.processes if a.stage == "sft" else None)
         for name, over in arms:
             if a.stage == "sft":
                 summary = run_sft_arm(name, over, profile=a.profile, processes=a.processes)

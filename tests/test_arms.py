@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -351,3 +352,94 @@ def test_the_fig4_table_shows_a_comparison_only_of_the_weights_it_compared(monke
     assert table.loc["fig4-balanced - fig4-per-rank (paired)", "pass@1 (%)"] == pytest.approx(2.0)
     (tmp_path / "tiny" / "arms" / "fig4-per-rank" / "tiny" / "03_sft" / "sft" / "model.safetensors").write_bytes(b"new")
     assert arms.fig4_comparison() is None  # retrained since the comparison: not shown as if it were compared
+
+
+def _fake_rl(monkeypatch, on_run=None):
+    from falcon_h1r_lib import evaluation, rl
+    from falcon_h1r_lib.rl import report
+
+    def run(cfg, force=False):
+        if on_run:
+            on_run()
+        return {"global_steps": 1, "model_dir": "runs/tiny/04_rl/rl"}
+
+    monkeypatch.setattr(rl, "run", run)
+    monkeypatch.setattr(evaluation, "run", lambda *a, **k: {})
+    monkeypatch.setattr(report, "accuracy_from_evaluation", lambda *a: _accuracy(0.1, 0.1, 0.0, (-0.01, 0.01)))
+
+
+def _fake_sft_job(monkeypatch, tmp_path):
+    from falcon_h1r_lib import launch
+
+    def execute(argv, log, profile, env):
+        out = Path(env["FALCON_H1R_RUNS"]) / "tiny" / "03_sft"
+        (out / "sft").mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps({"metrics": {"sft": {
+            "world_size": 2, "steps": 5, "global_batch": 8, "loss_log": []}}}))
+
+    monkeypatch.setattr(launch, "execute", execute)
+
+
+def test_an_arm_name_serves_one_stage_and_nothing_is_removed_for_a_refused_arm(monkeypatch, tmp_path):
+    """Break test: an SFT arm under an RL arm's name wrote through the RL arm's 03_sft link into notebook 03's folder;
+    an RL arm under an SFT arm's name, or an SFT arm with a bad batch, removed the finished arm's summary."""
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    _finished(tmp_path, "02_data_curation")
+    _sft_model(tmp_path)
+    (tmp_path / "tiny" / "03_sft" / "base").mkdir()
+    _fake_rl(monkeypatch)
+    _fake_sft_job(monkeypatch, tmp_path)
+    arms.run_arm("seed-1", {"seed": 1})
+    with pytest.raises(ConfigError, match="arm of stage 04_rl, not 03_sft"):
+        arms.run_sft_arm("seed-1", {"per_device_train_batch_size": 4})
+    (tmp_path / "tiny" / "arms" / "seed-1" / "arm.json").unlink()  # even without its summary, the links tell
+    with pytest.raises(ConfigError, match="is a link to another run's 03_sft"):
+        arms.run_sft_arm("seed-1", {"per_device_train_batch_size": 4})
+    assert sorted(p.name for p in (tmp_path / "tiny" / "03_sft").iterdir()) == ["base", "metrics.json", "sft"]
+
+    arms.run_sft_arm("sft-a", {"per_device_train_batch_size": 4})
+    summary = tmp_path / "tiny" / "arms" / "sft-a" / "arm.json"
+    assert json.loads(summary.read_text())["base_model"] == str((tmp_path / "tiny" / "03_sft" / "base").resolve())
+    with pytest.raises(ConfigError, match="arm of stage 03_sft, not 04_rl"):
+        arms.run_arm("sft-a", {"seed": 1})
+    with pytest.raises(ConfigError, match="global"):
+        arms.run_sft_arm("sft-a", {"per_device_train_batch_size": 8})
+    assert summary.exists()
+    with pytest.raises(SystemExit):
+        arms.main(["--stage", "sft", "--seeds", "5", "6", "--set", "per_device_train_batch_size=8"])
+    assert not (tmp_path / "tiny" / "arms" / "seed-5").exists()
+    with pytest.raises(ConfigError, match="base_model_name_or_path, check_base_config cannot be set"):
+        arms.run_sft_arm("sft-b", {"per_device_train_batch_size": 4, "base_model_name_or_path": "x"})
+
+
+def test_an_rl_arm_records_the_sft_weights_it_started_from(monkeypatch, tmp_path):
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    _finished(tmp_path, "02_data_curation")
+    sft = _sft_model(tmp_path)
+    before = arms.notebook_sft_weights()
+    _fake_rl(monkeypatch, on_run=lambda: (sft / "model.safetensors").write_bytes(b"retrained meanwhile"))
+    assert arms.run_arm("s", {"seed": 1})["sft_weights"] == before != arms.notebook_sft_weights()
+
+
+def test_comparisons_need_two_arms_and_a_readable_file(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    with pytest.raises(ConfigError, match="got 'a' twice"):
+        arms.compare_sft_arms("a", "a")
+    root = tmp_path / "tiny" / "arms" / "fig4-balanced"
+    root.mkdir(parents=True)
+    for bad in ("{not json", "[1, 2]", json.dumps({"weights": {}, "domain": "math"})):
+        (root / "vs-fig4-per-rank.json").write_text(bad)
+        with pytest.raises(ConfigError, match=r"vs-fig4-per-rank\.json is not a comparison"):
+            arms.fig4_comparison()
+    with pytest.raises(SystemExit):
+        arms.main(["--compare", "a", "b", "--seeds", "1"])
+    assert "nothing else" in capsys.readouterr().err
+
+
+def test_seeds_given_twice_are_all_kept(monkeypatch, tmp_path):
+    ran = []
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    monkeypatch.setattr(arms, "run_arm", lambda name, over, **k: ran.append(name) or {
+        "name": name, "seed": over["seed"], "domains": ["math"], "rl_minus_sft": {}, "wall_s": 0})
+    assert arms.main(["--seeds", "1", "--seeds", "2", "1"]) == 0
+    assert ran == ["seed-1", "seed-2"]
