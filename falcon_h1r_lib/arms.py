@@ -139,6 +139,10 @@ def check_arm(name: str, stage: str, overrides: Mapping[str, Any], profile: str 
     if stage == "03_sft" and set(SFT_FIXED) & set(overrides):
         raise ConfigError(f"arms: an SFT arm starts from notebook 03's base: {', '.join(SFT_FIXED)} cannot be set")
     cfg = load_config(stage, profile, dict(overrides))
+    from falcon_h1r_lib import stages
+
+    for up in UPSTREAM[stage]:  # the notebook's stages it reads must have finished (names the notebook otherwise)
+        stages.require(up, "metrics", profile)
     _check_root(root, stage, profile)
     if stage == "03_sft" and processes is not None:
         from falcon_h1r_lib.sft.base import check_global_batch
@@ -152,8 +156,16 @@ def check_arm(name: str, stage: str, overrides: Mapping[str, Any], profile: str 
 
 def _check_root(root: Path, stage: str, profile: str) -> None:
     """An arm folder holds one stage's run: its own stage folder (never a link) and links to what that stage reads,
-    nothing else. Raises ConfigError naming what is in the way (an arm name reused for another stage)."""
+    nothing else, under its own name. Raises ConfigError naming what is in the way (an arm name reused for another
+    stage, a link to another arm, a file where a folder or link belongs)."""
+    if root.is_symlink() or (root.exists() and root.resolve() != root.parent.resolve() / root.name):
+        raise ConfigError(f"arms: {root} is a link to {root.resolve()}: an arm is a folder of its own; choose "
+                          "another name")
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"arms: {root} is a file, not an arm folder; remove it")
     summary = root / SUMMARY_FILE
+    if summary.exists() and not summary.is_file():
+        raise ConfigError(f"arms: {summary} is not a file; remove it")
     if summary.is_file():
         try:
             recorded = json.loads(summary.read_text(encoding="utf-8")).get("stage", stage)
@@ -162,12 +174,20 @@ def _check_root(root: Path, stage: str, profile: str) -> None:
         if recorded != stage:
             raise ConfigError(f"arms: {root} is an arm of stage {recorded}, not {stage}: choose another name")
     base = root / profile
+    if base.exists() and (base.is_symlink() or not base.is_dir()):
+        raise ConfigError(f"arms: {base} is not a folder; remove it")
     if not base.is_dir():
         return
     own = base / stage
     if own.is_symlink():
         raise ConfigError(f"arms: {own} is a link to another run's {stage}: {root.name} is an arm of another "
                           "stage; choose another name")
+    if own.exists() and not own.is_dir():
+        raise ConfigError(f"arms: {own} is not a folder; remove it")
+    for up in UPSTREAM[stage]:
+        if (base / up).exists() and not (base / up).is_symlink():
+            raise ConfigError(f"arms: {base / up} is not a link to the notebook's {up}: an arm never holds its own "
+                              f"{up}; remove it")
     for entry in base.iterdir():
         if entry.name not in (stage, *UPSTREAM[stage]) and not entry.name.startswith("."):
             raise ConfigError(f"arms: {entry} does not belong to an arm of {stage}: {root.name} is an arm of "
@@ -262,8 +282,8 @@ def compare_sft_arms(a: str, b: str, profile: str = "tiny", benchmark: str = "ti
     from falcon_h1r_lib.rl import report
     from falcon_h1r_lib.tokenizer import system_turn
 
-    if a == b:
-        raise ConfigError(f"arms: compare two different arms, got {a!r} twice")
+    if a == b or arm_root(a, profile).resolve() == arm_root(b, profile).resolve():
+        raise ConfigError(f"arms: compare two different arms, got {a!r} and {b!r} (one folder)")
     arm_a, arm_b = read_arms(profile, names=[a, b])
     for arm in (arm_a, arm_b):
         if arm.get("stage") != "03_sft":
@@ -302,8 +322,8 @@ def read_arms(profile: str = "tiny", names: Sequence[str] | None = None) -> list
         path = arm_root(name, profile) / SUMMARY_FILE
         if not path.is_file():
             if names is not None:
-                raise ConfigError(f"arms: {path} does not exist: run `python -m falcon_h1r_lib.arms --name {name} "
-                                  "...` first")
+                raise ConfigError(f"arms: {path} does not exist: run that arm first (`python -m falcon_h1r_lib.arms "
+                                  f"--name {name} ...`, with `--stage sft` for an SFT arm; README \"Arms\")")
             continue
         try:
             summary = json.loads(path.read_text(encoding="utf-8"))
@@ -311,6 +331,9 @@ def read_arms(profile: str = "tiny", names: Sequence[str] | None = None) -> list
             raise ConfigError(f"arms: {path} cannot be read as JSON ({err}); rerun that arm") from None
         if not isinstance(summary, dict) or not isinstance(summary.get("name"), str):
             raise ConfigError(f"arms: {path} is not an arm summary (a JSON object with a 'name'); rerun that arm")
+        if summary["name"] != name or path.parent.resolve() != (base / name).resolve().parent / name:
+            raise ConfigError(f"arms: {path} holds arm {summary['name']!r}, not {name!r} (a renamed or linked arm "
+                              "folder); rerun it under its own name")
         out.append(summary)
     return out
 
@@ -390,7 +413,8 @@ def claims_over_arms(runs: Sequence[Mapping[str, Any]], domain: str = "math"):
         spread = {"run": f"mean over {len(d)} runs", "rl_minus_sft": d.mean(), "sd_over_runs": d.std(ddof=1),
                   "ci_excludes_0": bool(same_side and d.mean() != 0)}
         table = pd.concat([table, pd.DataFrame([spread])], ignore_index=True)
-    return table.astype({"n_problems": "Int64"})
+    whole = table["seed"].dropna().map(lambda x: isinstance(x, (int, float)) and float(x).is_integer()).all()
+    return table.astype({"n_problems": "Int64", **({"seed": "Int64"} if whole else {})})
 
 
 def ablation_table(runs: Sequence[Mapping[str, Any]]):
@@ -446,8 +470,8 @@ def fig4_comparison(profile: str = "tiny", a: str = "fig4-per-rank", b: str = "f
     rows = []
     for label in (a, b):
         acc = accuracies[label]
-        rows.append({"run": label, "average_tokens_across_devices": arms_[label]["overrides"].get(
-                         "average_tokens_across_devices"), "world_size": arms_[label]["world_size"],
+        flag = load_config("03_sft", profile, arms_[label]["overrides"]).average_tokens_across_devices
+        rows.append({"run": label, "average_tokens_across_devices": flag, "world_size": arms_[label]["world_size"],
                      "steps": arms_[label]["steps"], "pass@1 (%)": 100 * acc["pass_at_1"],
                      "CI (%)": [round(100 * x, 1) for x in acc["ci"]], "wall_s": arms_[label]["wall_s"]})
     rows.append({"run": f"{b} - {a} (paired)", "pass@1 (%)": 100 * diff["difference"],
@@ -492,6 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.stage == "sft" and a.force:
             parser.error("--force: an SFT arm retrains when its settings change; remove its folder to redo it")
         seeds = list(dict.fromkeys(a.seeds))  # each seed once, in the order given
+        own_seed = load_config("03_sft" if a.stage == "sft" else STAGE, a.profile).seed
+        if a.stage == "rl" and own_seed in seeds:
+            parser.error(f"--seeds {own_seed}: that is the notebook's own seed (its run is the first of the claim)")
         arms = ([(f"{a.name}-seed-{s}" if a.name else f"seed-{s}", {**overrides, "seed": s}) for s in seeds]
                 if seeds else [(a.name, overrides)])
         stage = "03_sft" if a.stage == "sft" else STAGE

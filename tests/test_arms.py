@@ -144,6 +144,9 @@ def test_claims_over_arms_gives_each_runs_paired_ci_and_the_spread_over_runs():
     assert table["ci_excludes_0"].tolist() == [True, False, True, False]  # last row: not every run's CI excludes 0
     assert table["rl_minus_sft"].iloc[3] == pytest.approx(3.0) and table["sd_over_runs"].iloc[3] == pytest.approx(1.0)
     assert len(arms.claims_over_arms(runs[:1])) == 1  # one run: no spread row
+    assert table["seed"].tolist()[:3] == [0, 1, 2] and str(table["seed"].dtype) == "Int64"
+    odd = arms.claims_over_arms([{**runs[0], "seed": 1.5}, {**runs[1], "seed": None}])
+    assert odd["seed"].iloc[0] == 1.5  # shown as given
     with pytest.raises(KeyError, match="'seed-1' has no rl_minus_sft result for domain 'code'"):
         arms.claims_over_arms(runs[1:], domain="code")
 
@@ -306,6 +309,8 @@ def test_seed_arms_count_each_seed_once_and_only_from_the_same_sft_model():
 
 def test_cli_checks_every_arm_before_the_first_runs_and_reads_set_strictly(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    _finished(tmp_path, "02_data_curation")
+    _sft_model(tmp_path)
     monkeypatch.setattr(arms, "run_arm", lambda *a, **k: pytest.fail("an arm ran"))
     with pytest.raises(SystemExit):
         arms.main(["--name", "x" * 57, "--seeds", "1", "10"])  # x...-seed-10 is 65 characters
@@ -314,7 +319,8 @@ def test_cli_checks_every_arm_before_the_first_runs_and_reads_set_strictly(monke
                       (["--name", "a", "--set", "seed=1", "--set", "seed=2"], "set twice"),
                       (["--name", "a", "--set", "domains=[math, code"], "not valid YAML"),
                       (["--name", "a", "--set", "profile=full"], "'profile' is not an override"),
-                      (["--seeds", "-1"], "seed")):
+                      (["--seeds", "-1"], "seed"),
+                      (["--seeds", "0", "1"], "the notebook's own seed")):
         with pytest.raises(SystemExit):
             arms.main(bad)
         assert said in capsys.readouterr().err
@@ -423,8 +429,12 @@ def test_an_rl_arm_records_the_sft_weights_it_started_from(monkeypatch, tmp_path
 
 def test_comparisons_need_two_arms_and_a_readable_file(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
-    with pytest.raises(ConfigError, match="got 'a' twice"):
+    with pytest.raises(ConfigError, match="got 'a' and 'a' \\(one folder\\)"):
         arms.compare_sft_arms("a", "a")
+    (tmp_path / "tiny" / "arms" / "b").mkdir(parents=True)
+    (tmp_path / "tiny" / "arms" / "B").symlink_to(tmp_path / "tiny" / "arms" / "b")
+    with pytest.raises(ConfigError, match="one folder"):  # break test: a linked name is the same arm
+        arms.compare_sft_arms("b", "B")
     root = tmp_path / "tiny" / "arms" / "fig4-balanced"
     root.mkdir(parents=True)
     for bad in ("{not json", "[1, 2]", json.dumps({"weights": {}, "domain": "math"})):
@@ -439,7 +449,42 @@ def test_comparisons_need_two_arms_and_a_readable_file(monkeypatch, tmp_path, ca
 def test_seeds_given_twice_are_all_kept(monkeypatch, tmp_path):
     ran = []
     monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    _finished(tmp_path, "02_data_curation")
+    _sft_model(tmp_path)
     monkeypatch.setattr(arms, "run_arm", lambda name, over, **k: ran.append(name) or {
         "name": name, "seed": over["seed"], "domains": ["math"], "rl_minus_sft": {}, "wall_s": 0})
     assert arms.main(["--seeds", "1", "--seeds", "2", "1"]) == 0
     assert ran == ["seed-1", "seed-2"]
+
+
+def test_a_refused_arm_removes_nothing_and_an_arm_is_a_folder_of_its_own(monkeypatch, tmp_path):
+    """Third break test: a refused rerun (a file where a link belongs, an unfinished notebook 02) deleted the finished
+    arm's summary; a linked arm name rewrote the arm it points to; a summary read under another folder's name."""
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    _finished(tmp_path, "02_data_curation")
+    _sft_model(tmp_path)
+    _fake_rl(monkeypatch)
+    arms.run_arm("seed-2", {"seed": 2})
+    root = tmp_path / "tiny" / "arms" / "seed-2"
+    link = root / "tiny" / "03_sft"
+    link.unlink()
+    link.write_text("not a link")
+    with pytest.raises(ConfigError, match="is not a link to the notebook's 03_sft"):
+        arms.run_arm("seed-2", {"seed": 2})
+    assert (root / "arm.json").exists()
+    link.unlink()
+    link.symlink_to(tmp_path / "tiny" / "03_sft")
+    (tmp_path / "tiny" / "02_data_curation" / "metrics.json").rename(tmp_path / "m.json")
+    with pytest.raises(MissingStageOutput, match="02_data_curation"):
+        arms.run_arm("seed-2", {"seed": 2})
+    assert (root / "arm.json").exists()
+    (tmp_path / "m.json").rename(tmp_path / "tiny" / "02_data_curation" / "metrics.json")
+    (tmp_path / "tiny" / "arms" / "SEED-2").symlink_to(root)
+    with pytest.raises(ConfigError, match="is a link to"):
+        arms.run_arm("SEED-2", {"seed": 7})
+    assert json.loads((root / "arm.json").read_text())["seed"] == 2
+    (tmp_path / "tiny" / "arms" / "SEED-2").unlink()
+    (tmp_path / "tiny" / "arms" / "copy").mkdir()
+    (tmp_path / "tiny" / "arms" / "copy" / "arm.json").write_text((root / "arm.json").read_text())
+    with pytest.raises(ConfigError, match="holds arm 'seed-2', not 'copy'"):
+        arms.read_arms()
