@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from falcon_h1r_lib.config import ConfigError, is_tiny, load_config
+from falcon_h1r_lib.metrics import write_json_atomic
 from falcon_h1r_lib.paths import repo_relative, runs_dir
 
 STAGE = "04_rl"
@@ -209,24 +210,14 @@ def _clear_summary(root: Path) -> None:
 
 
 def _write_json(path: Path, obj: Mapping[str, Any]) -> None:
-    """``path`` written atomically (a temp file, then ``os.replace``); NaN or infinity raise ValueError."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    """``path`` written atomically; NaN or infinity raise ValueError."""
+    write_json_atomic(path, obj, default=str, allow_nan=False)
 
 
 def _write_summary(root: Path, summary: dict[str, Any]) -> dict[str, Any]:
     """``arm.json``, written last and atomically: an arm stopped at any point has no summary or the whole one."""
     _write_json(root / SUMMARY_FILE, summary)
     return summary
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_sft_arm(name: str, overrides: Mapping[str, Any], profile: str = "tiny", processes: int = 2) -> dict[str, Any]:
@@ -255,7 +246,7 @@ def run_sft_arm(name: str, overrides: Mapping[str, Any], profile: str = "tiny", 
         cfg = load_config("03_sft", profile, {"base_model_name_or_path": str(base), "check_base_config": False,
                                               **overrides})
         plan = launch.LaunchConfig(profile=profile, cpu=True, processes_per_node=processes,
-                                   main_process_port=_free_port())
+                                   main_process_port=launch.free_port())
         config_file = launch.write_job_config(cfg)
         launch.preflight("03_sft", config_file, processes)
         launch.execute(launch.command("03_sft", config_file, plan), cfg.run_dir() / "job.log", profile,

@@ -114,6 +114,16 @@ def command(name: str, config_file: str, launch: LaunchConfig, *, num_machines: 
     return [*argv, *entry]
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (the OS picks it: bind to port 0), for ``main_process_port`` of a
+    single-node run. Another process may take it before the launcher binds it; on one machine that is rare."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 FSDP_ON_CPU = Path(__file__).resolve().parent / "fsdp_on_cpu"  # sitecustomize.py: FSDP2 over gloo on CPU ranks
 
 
@@ -277,5 +287,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["JOBS", "Job", "LaunchConfig", "command", "job_env", "launch_config", "run_stage", "stage_config_file",
+__all__ = ["JOBS", "Job", "LaunchConfig", "command", "free_port", "job_env", "launch_config", "run_stage", "stage_config_file",
            "write_job_config", "FSDP_ON_CPU", "preflight"]

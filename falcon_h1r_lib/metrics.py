@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import subprocess
 import time
@@ -93,10 +94,16 @@ def write_metrics(
         "reads": list(reads or []),
         "metrics": _finite(metrics),
     }
-    path = stage_dir(cfg.STAGE, cfg.profile) / "metrics.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)  # atomic: a killed run never leaves half a file
+    return write_json_atomic(stage_dir(cfg.STAGE, cfg.profile) / "metrics.json", record)
+
+
+def write_json_atomic(path: Path, obj: Any, **dumps_kwargs: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` through ``<path>.tmp`` and ``os.replace``, so a killed run leaves
+    the old file or the whole new one, never half of one. ``dumps_kwargs`` go to ``json.dumps`` (e.g.
+    ``allow_nan=False``: NaN or infinity raise ValueError before anything is written). Returns ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, **{"indent": 2, **dumps_kwargs}) + "\n")
+    os.replace(tmp, path)
     return path
 
 

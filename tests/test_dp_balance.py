@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from falcon_h1r_lib.launch import free_port
 
 # 4 samples: (prompt tokens, supervised tokens, difficulty weight): supervised lengths 2..60, so the
 # two ranks always hold different token counts whichever pairs they draw
@@ -97,12 +98,6 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         Path(out_dir, "done.json").write_text(json.dumps({"world_size": world}))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     num = sum(float((a[k] - b[k]).pow(2).sum()) for k in b)
     den = sum(float(b[k].pow(2).sum()) for k in b)
@@ -114,7 +109,7 @@ def test_balanced_dp_gradient_equals_full_batch_gradient(tmp_path):
     import torch.multiprocessing as mp
     from safetensors.torch import load_file
 
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     assert json.loads((tmp_path / "done.json").read_text())["world_size"] == 2
     ref = reference_gradient()
     balanced = load_file(str(tmp_path / "grad-True.safetensors"))

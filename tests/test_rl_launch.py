@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from falcon_h1r_lib.launch import free_port
 from falcon_h1r_lib.paths import repo_root
 
 pytestmark = pytest.mark.vllm
@@ -64,12 +64,6 @@ def rl_fixture(runs: Path) -> Path:
         os.environ.pop("FALCON_H1R_RUNS") if old is None else os.environ.__setitem__("FALCON_H1R_RUNS", old)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(cmd: list[str], env: dict[str, str], timeout: int) -> tuple[subprocess.CompletedProcess, float]:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=repo_root(), env=env, capture_output=True, text=True, timeout=timeout)
@@ -98,7 +92,7 @@ def test_rehearsal_rl_filter_then_colocated_vllm_grpo_on_two_fsdp_ranks(tmp_path
     launch_env = {**env, "PYTHONPATH": os.pathsep.join([str(SHIM), os.environ.get("PYTHONPATH", "")]),
                   "FALCON_H1R_FSDP_ON_CPU": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", FSDP_CONFIG, "--num_processes", "2",
-           "--mixed_precision", "no", "--main_process_port", str(_free_port()),
+           "--mixed_precision", "no", "--main_process_port", str(free_port()),
            "-m", "falcon_h1r_lib.rl", "--config", REHEARSAL_RL]
     proc, wall = _run(cmd, launch_env, timeout=900)
     print(f"accelerate launch wall time {wall:.1f} s")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from falcon_h1r_lib.launch import free_port
 from falcon_h1r_lib.paths import repo_root
 
 FSDP_CONFIG = "falcon_h1r_lib/profiles/accelerate/fsdp.yaml"
@@ -50,12 +50,6 @@ def write_fixture_rows(profile: str = "rehearsal") -> Path:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_rehearsal_sft_under_shipped_fsdp_config_saves_loadable_weights(tmp_path):
     import torch
@@ -76,7 +70,7 @@ def test_rehearsal_sft_under_shipped_fsdp_config_saves_loadable_weights(tmp_path
     finally:
         os.environ.pop("FALCON_H1R_RUNS") if old is None else os.environ.__setitem__("FALCON_H1R_RUNS", old)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", FSDP_CONFIG, "--num_processes", "2",
-           "--mixed_precision", "no", "--main_process_port", str(_free_port()),
+           "--mixed_precision", "no", "--main_process_port", str(free_port()),
            "-m", "falcon_h1r_lib.sft", "--config", REHEARSAL_SFT]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=repo_root(), env=env, capture_output=True, text=True, timeout=600)

@@ -209,7 +209,9 @@ def test_both_stop_routes_stop_where_replay_says(hybrid, ckpts):
             assert t.n_tokens == expected[key], (route, key)
             n_same = t.n_tokens - (1 if route is not hybrid and t.n_tokens < full[key].n_tokens else 0)
             assert t.token_ids[:n_same].tolist() == full[key].token_ids[:n_same].tolist()  # processor: last is EOS
-            np.testing.assert_array_equal(t.topk_logprobs, full[key].topk_logprobs[:t.n_tokens])
+            # same tokens; log-probs to float32 rounding: on AVX512 CPUs a GEMM's rounding depends on how many
+            # sequences share the batch, and stopping changes that (1 ulp seen here, bitwise on AVX2 CPUs)
+            np.testing.assert_allclose(t.topk_logprobs, full[key].topk_logprobs[:t.n_tokens], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("route", ["abort", "logits_processor"])
@@ -230,8 +232,8 @@ def test_live_online_runs_equal_replay_on_the_same_traces(hybrid, ckpts, route):
         replay = replay_online([OnlineTrace.from_conf(token_confidence(t.topk_logprobs, TOPK), WINDOW,
                                                       label(r.problem_id, t), t.sample_index) for t in mine], st)[10]
         got = live.results[r.problem_id]
-        assert (got.tokens, got.trace_tokens, got.threshold, got.n_started) == \
-               (replay.tokens, replay.trace_tokens, replay.threshold, replay.n_started)
+        assert (got.tokens, got.trace_tokens, got.n_started) == (replay.tokens, replay.trace_tokens, replay.n_started)
+        assert got.threshold == pytest.approx(replay.threshold, rel=1e-6)  # float32 rounding, as above
 
 
 def _preemptions(backend) -> int:

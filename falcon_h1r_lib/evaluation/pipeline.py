@@ -22,7 +22,7 @@ from falcon_h1r_lib.evaluation.benchmarks import Benchmark, get_benchmark
 from falcon_h1r_lib.evaluation.grading import grade_all
 from falcon_h1r_lib.evaluation.metrics import summarize
 from falcon_h1r_lib.evaluation.tables import RESULTS_TABLES, paper_vs_ours, results_records, write_table
-from falcon_h1r_lib.metrics import Stopwatch, git_commit, package_versions
+from falcon_h1r_lib.metrics import Stopwatch, git_commit, package_versions, write_json_atomic
 from falcon_h1r_lib.models.identity import weights_fingerprint
 from falcon_h1r_lib.paths import repo_relative, resolve_path
 
@@ -180,10 +180,7 @@ def run(
         "wall_time_s": round(watch.seconds(), 3), "reads": sorted({str(p) for p in models.values()}),
         "metrics": metrics,
     }
-    path = out / f"metrics{_shard_suffix(cfg)}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")  # NaN never reaches JSON
-    tmp.replace(path)
+    write_json_atomic(out / f"metrics{_shard_suffix(cfg)}.json", record, allow_nan=False)  # NaN never reaches JSON
     return record
 
 
