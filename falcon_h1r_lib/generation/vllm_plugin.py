@@ -22,12 +22,25 @@ AVX512-BF16 (Sapphire Rapids and later, AMD Zen 4/5) vLLM imports ``_C`` and ins
 
 The plugin gives every layer the first behaviour on every CPU: one code path whatever CPU CI lands on (the one
 the project's CPU results were measured on), weights that RL can update in place, and the HF backend's greedy
-tokens. On GPUs it does nothing.
+tokens. On GPUs it does nothing. One exception, since the plugin reaches every model in the environment: the
+bfloat16/float16 conv weights of GatedDeltaNet layers (Qwen3-Next and kin, prefix ``...linear_attn.conv1d``) are
+still packed, because vLLM's CPU GatedDeltaNet path reads only the packed layout (``ops/cpu/gdn_attention.py``,
+``is_vnni=True``). Mamba mixers read the loaded layout (``mamba_mixer2.py``: ``conv_weights`` is a view of the
+loaded weight), so theirs stay unpacked.
 """
 
 from __future__ import annotations
 
 _PATCHED = "_falcon_h1r_live_weights"
+_PACKED_CONV_READERS = (".linear_attn.",)  # GatedDeltaNet layers: vLLM's CPU path reads their packed conv weight
+
+
+def _reads_packed_conv(layer) -> bool:
+    """Whether vLLM's CPU forward of this conv layer reads the packed layout (GatedDeltaNet's, in bf16/fp16)."""
+    import torch
+
+    prefix = f".{getattr(layer, 'prefix', '')}."
+    return layer.weight.dtype != torch.float32 and any(tag in prefix for tag in _PACKED_CONV_READERS)
 
 
 def _linear(x, weight, bias):
@@ -40,12 +53,13 @@ def live_weights(dispatch):
     """``dispatch`` (vLLM's ``dispatch_cpu_unquantized_gemm(layer, remove_weight)``) wrapped so that every layer
     keeps its loaded weight: a 2-D weight computes ``torch.nn.functional.linear`` from ``layer.weight`` (vLLM's own
     fallback), any other (a causal-conv1d weight) is left as loaded. Meta weights (layers a rank does not hold)
-    go to ``dispatch``. Idempotent: a wrapped function is returned as is."""
+    and GatedDeltaNet's bf16/fp16 conv weights (see the module docstring) go to ``dispatch``. Idempotent: a
+    wrapped function is returned as is."""
     if getattr(dispatch, _PATCHED, False):
         return dispatch
 
     def dispatch_cpu_unquantized_gemm(layer, remove_weight: bool):
-        if layer.weight.is_meta:
+        if layer.weight.is_meta or (layer.weight.ndim != 2 and _reads_packed_conv(layer)):
             return dispatch(layer, remove_weight)
         if layer.weight.ndim == 2:
             layer.cpu_linear = _linear
