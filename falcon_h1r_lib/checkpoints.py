@@ -22,10 +22,9 @@ def read_stage_info(model_dir: Path) -> dict[str, Any] | None:
 
 def write_stage_info(model_dir: Path, info: Mapping[str, Any]) -> None:
     """Write ``stage_info.json`` atomically (last, so its presence means the model is complete)."""
-    path = Path(model_dir) / STAGE_INFO
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dict(info), indent=2) + "\n")
-    tmp.replace(path)
+    from falcon_h1r_lib.metrics import write_json_atomic
+
+    write_json_atomic(Path(model_dir) / STAGE_INFO, dict(info))
 
 
 def checkpoint_step(path: str | Path) -> int:

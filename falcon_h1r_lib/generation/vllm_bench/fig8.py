@@ -32,6 +32,7 @@ from falcon_h1r_lib.generation.vllm_bench.engine import (
 )
 from falcon_h1r_lib.generation.vllm_bench.prompts import prompt_token_ids
 from falcon_h1r_lib.generation.vllm_bench.results import SCHEMA_VERSION, median, results_stem
+from falcon_h1r_lib.metrics import write_json_atomic
 from falcon_h1r_lib.paths import repo_relative, resolve_path
 
 FIG8_BATCHES = (16, 64, 128)  # paper Fig. 8: batch 2-128
@@ -225,9 +226,8 @@ def _save_fig8_checkpoint(path: str | os.PathLike | None, settings: Mapping[str,
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"settings": settings, "raw": list(raw), "engines": list(engines)}, indent=1))
-    os.replace(tmp, path)  # atomic: an interrupt never leaves a half-written checkpoint
+    # atomic: an interrupt never leaves a half-written checkpoint
+    write_json_atomic(path, {"settings": settings, "raw": list(raw), "engines": list(engines)}, indent=1)
 
 
 def fig8_checkpoint_path(out: str | os.PathLike) -> Path:
