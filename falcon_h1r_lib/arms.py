@@ -136,7 +136,8 @@ def check_arm(name: str, stage: str, overrides: Mapping[str, Any], profile: str 
     if not isinstance(overrides, Mapping):
         raise ConfigError(f"arms: overrides must be a mapping of config keys, got {type(overrides).__name__}")
     if "profile" in overrides:
-        raise ConfigError("arms: 'profile' is not an override; pass profile= instead")
+        raise ConfigError("arms: 'profile' is not an override; give it as --profile (command line) or profile= "
+                          "(Python)")
     if stage == "03_sft" and set(SFT_FIXED) & set(overrides):
         raise ConfigError(f"arms: an SFT arm starts from notebook 03's base: {', '.join(SFT_FIXED)} cannot be set")
     cfg = load_config(stage, profile, dict(overrides))
@@ -409,24 +410,35 @@ def claims_over_arms(runs: Sequence[Mapping[str, Any]], domain: str = "math"):
 def ablation_table(runs: Sequence[Mapping[str, Any]]):
     """One row per run (its name and RL domains), one column per evaluated domain: RL - SFT pass@1 in points with
     the paired 95% CI, as ``"+1.2 [-0.4, +2.9]"``; empty where that run did not evaluate the domain ([P] Table 3
-    rows are RL domain mixes, its columns benchmarks of each domain). No runs: an empty table. Raises KeyError
+    rows are RL domain mixes, its columns benchmarks of each domain). An arm run over seeds (``NAME``,
+    ``NAME-seed-S``, ...) gets a last row ``"NAME: mean over seeds"``: the mean difference and its SD (ddof 1) over
+    its runs, as ``"+1.2 (SD 0.8, 3 seeds)"``. No runs: an empty table. Raises KeyError
     naming a run without RL - SFT results."""
     import math
+    import statistics
 
     import pandas as pd
 
-    rows = []
+    rows, by_arm = [], {}
     for r in runs:
         row = {"run": r.get("name"), "RL domains": _domains(r)}
         results = r.get("rl_minus_sft")
         if not isinstance(results, Mapping):
             raise KeyError(f"run {r.get('name')!r} has no rl_minus_sft results")
+        group = by_arm.setdefault(re.sub(r"-seed-\d+$", "", str(r.get("name"))), {"domains": row["RL domains"]})
         for domain, d in results.items():
             lo, hi = d["ci"]
             if not all(math.isfinite(x) for x in (d["difference"], lo, hi)):
                 raise ValueError(f"run {r.get('name')!r}: RL - SFT on {domain!r} is not finite: {d!r}")
             row[domain] = f"{100 * d['difference']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            group.setdefault(domain, []).append(100 * d["difference"])
         rows.append(row)
+    for name, group in by_arm.items():  # an arm and its seeds (``--name NAME --seeds ...``): mean and SD over them
+        domains = group.pop("domains")
+        if max(map(len, group.values()), default=0) >= 2:
+            rows.append({"run": f"{name}: mean over seeds", "RL domains": domains, **{
+                domain: (f"{statistics.mean(v):+.1f} (SD {statistics.stdev(v):.1f}, {len(v)} seeds)"
+                         if len(v) >= 2 else "") for domain, v in group.items()}})
     return pd.DataFrame(rows, columns=None if rows else ["run", "RL domains"]).set_index("run").fillna("")
 
 
@@ -466,6 +478,50 @@ def fig4_comparison(profile: str = "tiny", a: str = "fig4-per-rank", b: str = "f
     rows.append({"run": f"{b} - {a} (paired)", "pass@1 (%)": 100 * diff["difference"],
                  "CI (%)": [round(100 * x, 1) for x in diff["ci"]]})
     return pd.DataFrame(rows).set_index("run")
+
+
+
+def fig4_arm_names(seed: int, own_seed: int = 0) -> tuple[str, str]:
+    """The (per-rank, balanced) SFT arm names of the Fig. 4 analog for ``seed``: ``fig4-per-rank`` /
+    ``fig4-balanced`` at the SFT config's own seed, ``fig4-per-rank-seed-<S>`` / ``fig4-balanced-seed-<S>``
+    otherwise (the names ``python -m falcon_h1r_lib.arms --stage sft --name fig4-... --seeds S`` gives)."""
+    suffix = "" if seed == own_seed else f"-seed-{seed}"
+    return f"fig4-per-rank{suffix}", f"fig4-balanced{suffix}"
+
+
+def fig4_over_seeds(profile: str = "tiny", seeds: Sequence[int] = (0, 1, 2)):
+    """The Fig. 4 analog over seeds: one row per seed whose two arms have been compared (``fig4_comparison`` of
+    ``fig4_arm_names(seed)``, same weights), with each arm's pass@1 (%), balanced - per-rank in points, its paired
+    95% CI and the problems each side wins; with 2 seeds or more, a last row with the mean difference, its sample
+    SD over seeds (ddof 1) and whether every CI excludes 0 on the side of the mean (Deliver 4: a claim over seeds).
+    None when no seed has a comparison. Raises ConfigError as ``fig4_comparison`` does for a corrupt comparison."""
+    import pandas as pd
+
+    own_seed = load_config("03_sft", profile).seed
+    rows = []
+    for seed in dict.fromkeys(seeds):
+        a, b = fig4_arm_names(seed, own_seed)
+        table = fig4_comparison(profile, a, b)
+        if table is None:
+            continue
+        result = json.loads((arm_root(b, profile) / f"vs-{a}.json").read_text(encoding="utf-8"))
+        diff = result["b_minus_a"][result["domain"]]
+        lo, hi = (100 * x for x in diff["ci"])
+        rows.append({"seed": seed, "per-rank pass@1 (%)": table.loc[a, "pass@1 (%)"],
+                     "balanced pass@1 (%)": table.loc[b, "pass@1 (%)"],
+                     "balanced - per-rank": 100 * diff["difference"], "ci_low": lo, "ci_high": hi,
+                     "ci_excludes_0": bool(lo > 0 or hi < 0), "balanced better / worse / ties":
+                         f"{diff.get('b_better')} / {diff.get('a_better')} / {diff.get('ties')}"})
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    if len(table) >= 2:
+        d = table["balanced - per-rank"]
+        same_side = (table["ci_low"] > 0).all() if d.mean() > 0 else (table["ci_high"] < 0).all()
+        table = pd.concat([table, pd.DataFrame([{
+            "seed": f"mean over {len(d)} seeds", "balanced - per-rank": d.mean(), "sd_over_seeds": d.std(ddof=1),
+            "ci_excludes_0": bool(same_side and d.mean() != 0)}])], ignore_index=True)
+    return table.set_index("seed")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

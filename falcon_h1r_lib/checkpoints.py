@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from falcon_h1r_lib.metrics import write_json_atomic
+
 STAGE_INFO = "stage_info.json"  # written beside a finished model: config hash, wall time, loss log
 
 
@@ -22,8 +24,6 @@ def read_stage_info(model_dir: Path) -> dict[str, Any] | None:
 
 def write_stage_info(model_dir: Path, info: Mapping[str, Any]) -> None:
     """Write ``stage_info.json`` atomically (last, so its presence means the model is complete)."""
-    from falcon_h1r_lib.metrics import write_json_atomic
-
     write_json_atomic(Path(model_dir) / STAGE_INFO, dict(info))
 
 

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from falcon_h1r_lib import arms
@@ -177,6 +178,22 @@ def test_seed_arms_are_the_notebooks_config_with_another_seed_and_the_ablation_t
     table = arms.ablation_table(runs)
     assert table.loc["mixed", "code"] == "-0.5 [-2.0, +1.0]" and table.loc["math", "code"] == ""
     assert table.loc["math", "math"] == "+4.0 [+1.0, +7.0]" and table.loc["mixed", "RL domains"] == "math+code"
+    assert not any("mean over seeds" in str(i) for i in table.index)  # one run per arm: no spread
+
+
+def test_the_ablation_table_summarises_an_arm_over_its_seeds():
+    def run(name, diffs):
+        return {"name": name, "domains": ["math"], "rl_minus_sft": {
+            d: {"difference": x, "ci": [x - 0.03, x + 0.03], "n_problems": 50} for d, x in diffs.items()}}
+
+    table = arms.ablation_table([run("table3-math", {"math": 0.01, "code": 0.0}),
+                                 run("table3-math-seed-1", {"math": 0.03, "code": 0.02}),
+                                 run("table3-math-seed-2", {"math": -0.01}),
+                                 run("table3-mixed", {"math": 0.05})])
+    assert list(table.index) == ["table3-math", "table3-math-seed-1", "table3-math-seed-2", "table3-mixed",
+                                 "table3-math: mean over seeds"]
+    summary = table.loc["table3-math: mean over seeds"]
+    assert summary["math"] == "+1.0 (SD 2.0, 3 seeds)" and summary["code"] == "+1.0 (SD 1.4, 2 seeds)"
 
 
 def test_a_cpu_launch_puts_the_fsdp_shim_on_a_tiny_jobs_path_and_only_then():
@@ -358,6 +375,50 @@ def test_the_fig4_table_shows_a_comparison_only_of_the_weights_it_compared(monke
     assert table.loc["fig4-balanced - fig4-per-rank (paired)", "pass@1 (%)"] == pytest.approx(2.0)
     (tmp_path / "tiny" / "arms" / "fig4-per-rank" / "tiny" / "03_sft" / "sft" / "model.safetensors").write_bytes(b"new")
     assert arms.fig4_comparison() is None  # retrained since the comparison: not shown as if it were compared
+
+
+def _compared_fig4_pair(monkeypatch, root, seed, diff, ci):
+    """Two finished SFT arms for ``seed`` and their comparison, with ``diff`` / ``ci`` as balanced - per-rank."""
+    from falcon_h1r_lib import evaluation
+    from falcon_h1r_lib.rl import report
+
+    a, b = arms.fig4_arm_names(seed)
+    for name, flag in ((a, False), (b, True)):
+        sft = root / "tiny" / "arms" / name / "tiny" / "03_sft" / "sft"
+        sft.mkdir(parents=True)
+        (sft / "model.safetensors").write_bytes(name.encode())
+        (root / "tiny" / "arms" / name / "arm.json").write_text(json.dumps({
+            "name": name, "stage": "03_sft", "overrides": {"average_tokens_across_devices": flag, "seed": seed},
+            "seed": seed, "world_size": 2, "steps": 10, "wall_s": 1.0, "sft_model": str(sft)}))
+    monkeypatch.setattr(evaluation, "run", lambda ecfg, models, out_dir: {})
+    monkeypatch.setattr(report, "accuracy_from_evaluation", lambda record, labels: _accuracy(0.10, 0.10 + diff,
+                                                                                             diff, ci))
+    arms.compare_sft_arms(a, b)
+    return a, b
+
+
+def test_fig4_over_seeds_summarises_the_compared_seeds_and_says_whether_every_ci_excludes_0(monkeypatch, tmp_path):
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
+    _finished(tmp_path, "02_data_curation")
+    assert arms.fig4_arm_names(0) == ("fig4-per-rank", "fig4-balanced")
+    assert arms.fig4_arm_names(2) == ("fig4-per-rank-seed-2", "fig4-balanced-seed-2")
+    assert arms.fig4_over_seeds() is None  # nothing compared yet
+    _compared_fig4_pair(monkeypatch, tmp_path, 0, 0.04, (0.005, 0.08))
+    one = arms.fig4_over_seeds()
+    assert list(one.index) == [0] and "sd_over_seeds" not in one  # one seed: no spread row
+    _compared_fig4_pair(monkeypatch, tmp_path, 1, 0.02, (0.001, 0.04))
+    a, b = _compared_fig4_pair(monkeypatch, tmp_path, 2, -0.01, (-0.03, 0.01))
+    table = arms.fig4_over_seeds()
+    assert list(table.index) == [0, 1, 2, "mean over 3 seeds"]
+    assert table.loc[0, "balanced - per-rank"] == pytest.approx(4.0)
+    assert table.loc[0, "ci_excludes_0"] and not table.loc[2, "ci_excludes_0"]
+    mean = table.loc["mean over 3 seeds"]
+    assert mean["balanced - per-rank"] == pytest.approx(5 / 3)
+    assert mean["sd_over_seeds"] == pytest.approx(np.std([4.0, 2.0, -1.0], ddof=1))
+    assert not mean["ci_excludes_0"]  # seed 2's CI includes 0: the claim does not hold over seeds
+    (tmp_path / "tiny" / "arms" / b / "tiny" / "03_sft" / "sft" / "model.safetensors").write_bytes(b"retrained")
+    assert list(arms.fig4_over_seeds().index) == [0, 1, "mean over 2 seeds"]  # seed 2 retrained since: left out
+    assert arms.fig4_over_seeds().loc["mean over 2 seeds", "ci_excludes_0"]
 
 
 def _fake_rl(monkeypatch, on_run=None):

@@ -2,6 +2,7 @@
 the scaling experiment and its CLI (reference deepconf.md §9 item 6, plus ties, normalisation, fallbacks)."""
 
 import dataclasses
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -343,3 +344,69 @@ def test_cli_runs_the_experiment_on_a_tiny_random_model(tmp_path, tok, model):
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]["models"]["rand"]["tiny-math"]
     assert metrics["live"]["traces_started"] <= 2 * 6 and metrics["at_budget"]["budget"] == 6
     assert metrics["pool"]["n_traces"] == 12
+
+
+def _summary(majority, low, saved):
+    return {"budget": 16, "majority_accuracy": majority, "deepconf_low_accuracy": low, "majority_tokens": 100.0,
+            "deepconf_low_tokens": 100.0 - saved, "tokens_saved_percent": saved,
+            "accuracy_difference_points": 100.0 * (low - majority)}
+
+
+def test_the_deepconf_claim_over_seeds_holds_only_where_every_seed_saves_enough_at_no_real_loss():
+    by_seed = {0: {("sft", "tiny-math"): _summary(0.20, 0.195, 35.0), ("rl", "tiny-math"): _summary(0.3, 0.2, 40.0)},
+               1: {("sft", "tiny-math"): _summary(0.20, 0.21, 31.0), ("rl", "tiny-math"): _summary(0.3, 0.3, 20.0)},
+               2: {("sft", "tiny-math"): _summary(0.18, 0.17, 33.0), ("rl", "tiny-math"): _summary(0.3, 0.31, 50.0)}}
+    flat = X.claim_over_seeds(by_seed)
+    assert list(flat["model"]) == ["sft"] * 4 + ["rl"] * 4  # each pair's seeds, then its mean
+    assert list(flat["seed"]) == [0, 1, 2, "mean over 3 seeds"] * 2
+    table = flat.set_index(["model", "seed"])
+    # sft: -0.5, +1.0, -1.0 points (within the 1-point margin) and >= 30% saved every seed
+    assert table.loc[("sft", 0), "claim_holds"] and table.loc[("sft", 2), "claim_holds"]
+    assert not table.loc[("rl", 0), "claim_holds"]  # 10 points lost
+    assert not table.loc[("rl", 1), "claim_holds"]  # no loss, but 20% saved only
+    sft, rl = table.loc[("sft", "mean over 3 seeds")], table.loc[("rl", "mean over 3 seeds")]
+    assert sft["claim_holds"] and not rl["claim_holds"]
+    assert sft["accuracy_difference_points"] == pytest.approx(-0.5 / 3)
+    assert sft["sd_accuracy_difference"] == pytest.approx(np.std([-0.5, 1.0, -1.0], ddof=1))
+    assert rl["tokens_saved_percent"] == pytest.approx(110 / 3)
+    assert not X.claim_over_seeds(by_seed, margin_points=0.4).set_index(["model", "seed"]).loc[
+        ("sft", "mean over 3 seeds"), "claim_holds"]  # seed 0 loses 0.5 points: outside a 0.4-point margin
+    one = X.claim_over_seeds({0: by_seed[0]})
+    assert len(one) == 2 and "sd_accuracy_difference" not in one  # one seed: no spread rows
+    with pytest.raises(ValueError, match="no seeds"):
+        X.claim_over_seeds({})
+    with pytest.raises(KeyError, match=r"seed 1, \('sft', 'tiny-math'\) has no \['tokens_saved_percent'\]"):
+        X.claim_over_seeds({1: {("sft", "tiny-math"): {k: v for k, v in _summary(0.2, 0.2, 30).items()
+                                                      if k != "tokens_saved_percent"}}})
+    with pytest.raises(ValueError, match="not finite"):
+        X.claim_over_seeds({1: {("sft", "tiny-math"): _summary(0.2, float("nan"), 30.0)}})
+
+
+def test_run_seeds_replays_other_seeds_in_folders_of_their_own_and_reuses_their_pools(tmp_path, tok, model,
+                                                                                      monkeypatch):
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path / "runs"))
+    ckpt = tmp_path / "rand"
+    model.save_pretrained(ckpt)
+    tok.save_pretrained(ckpt)
+    cfg = DeepConfConfig(profile="tiny", models={"rand": str(ckpt)}, max_problems=2, budget=4, budgets=(1, 4),
+                         pool_size=4, runs=2, n_init=2, window=4, tail_tokens=4, max_new_tokens=12,
+                         bootstrap_resamples=20, mode="both")
+    first = X.run(cfg, out_dir=str(tmp_path / "stage"))  # the stage's own run (seed 0)
+    out = X.run_seeds(cfg, [0, 1, 1], first=first)
+    assert list(out) == [0, 1]
+    assert out[0] == {("rand", "tiny-math"): X.summary_at(first["curves"][("rand", "tiny-math")], 4)}
+    assert set(out[1][("rand", "tiny-math")]) >= {"tokens_saved_percent", "accuracy_difference_points"}
+    seeds_dir = cfg.run_dir() / "seeds"
+    assert [p.name for p in seeds_dir.iterdir()] == ["seed-1"] and not (cfg.run_dir() / "metrics.json").exists()
+    saved = json.loads((seeds_dir / "seed-1" / "metrics.json").read_text())
+    assert saved["seed"] == 1 and saved["config"]["mode"] == "replay"  # the live run is the stage's alone
+    pools = sorted((seeds_dir / "seed-1" / "pools" / "rand" / "tiny-math").glob("*.parquet"))
+    assert len(pools) == 2
+    stamps = [p.stat().st_mtime_ns for p in pools]
+    again = X.run_seeds(cfg, [1])
+    assert [p.stat().st_mtime_ns for p in pools] == stamps  # pools kept: nothing sampled again
+    assert again[1] == out[1]
+    with pytest.raises(ValueError, match="no pools"):
+        X.run_seeds(dataclasses.replace(cfg, mode="live"), [1])
+    with pytest.raises(ValueError, match="no seeds"):
+        X.run_seeds(cfg, [])

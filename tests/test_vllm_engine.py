@@ -183,6 +183,7 @@ def _threshold_in_a_gap(groups: np.ndarray, lo: float = 0.3, hi: float = 0.7) ->
     A quantile can land on (or within an ulp of) a group's own value; the live runs recompute confidences in
     other batches, and on AVX512 CPUs a float32 GEMM's rounding depends on the batch, so a group that close
     to s may fall either side of it. Here every group is at least half the gap away."""
+    assert 0 <= lo < hi <= 1, f"rank range [{lo}, {hi}] is not inside [0, 1]"
     v = np.unique(groups)
     assert np.isfinite(v).all(), "group confidences must be finite"
     i = np.arange(int(lo * (len(v) - 1)), int(hi * (len(v) - 1)))
@@ -272,6 +273,7 @@ def test_processor_keeps_its_window_through_preemption(ckpts):
         pool = starved.generate(reqs, sampling)
         assert _preemptions(starved) > 0  # the engine did preempt and re-add
         full_windows = [t for t in pool if t.n_tokens >= WINDOW]  # a shorter trace has no window that can stop it
+        assert full_windows, f"no trace of {len(pool)} reached {WINDOW} tokens: nothing a window could stop"
         groups = np.concatenate([group_confidences(token_confidence(t.topk_logprobs, TOPK), WINDOW)
                                  for t in full_windows])
         s = _threshold_in_a_gap(groups, 0.0, 0.01)  # about the 0.5% quantile, away from every group

@@ -56,11 +56,13 @@ class DeepConfConfig(StageConfig):
     allow_unpinned: bool = False  # full: permit unpinned benchmark sources
     local_files: dict[str, str] = field(default_factory=dict)  # full: source name -> offline mirror file
     reuse_pools: bool = True  # read stored pools of the same model, problems and sampling instead of sampling
+    claim_seeds: tuple[int, ...] = (0, 1, 2)  # seeds of the claim over seeds (each other seed samples its own pools)
 
     RANGES: ClassVar[dict[str, str]] = {
         **dict.fromkeys(("budget", "pool_size", "runs", "n_init", "window", "tail_tokens", "live_wave",
                          "max_new_tokens", "batch_size", "bootstrap_resamples", "max_problems",
                          "budgets"), "[1, inf)"),  # budgets: also <= budget (__post_init__)
+        "claim_seeds": f"[0, {2**32})",  # as seed: numpy seeds
         "topk": "[1, 20]",  # vLLM's max_logprobs is 20
         **dict.fromkeys(("keep_top_percent", "keep_top_percent_high", "bottom_percent"), "(0, 100]"),
         "consensus_tau": "(0, 1]",
@@ -73,8 +75,8 @@ class DeepConfConfig(StageConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_system_prompt(self.STAGE, self.system_prompt)
-        if not self.models or not self.benchmarks:
-            raise ConfigError(f"{self.STAGE}: keys 'models' and 'benchmarks' must not be empty")
+        if not self.models or not self.benchmarks or not self.claim_seeds:
+            raise ConfigError(f"{self.STAGE}: keys 'models', 'benchmarks' and 'claim_seeds' must not be empty")
         if self.n_init > self.budget:
             raise ConfigError(f"{self.STAGE}: key 'n_init' ({self.n_init}) must be <= 'budget' ({self.budget})")
         if self.mode != "live" and self.pool_size < self.budget:

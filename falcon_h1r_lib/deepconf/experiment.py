@@ -31,6 +31,7 @@ from falcon_h1r_lib.deepconf.replay import (  # the replay protocol; re-exported
     ProblemPool,
     RunGrid,
     at_budget,
+    claim_over_seeds,
     claim_power,
     curves_from_grid,
     figure1_frame,
@@ -325,6 +326,33 @@ def run(cfg: DeepConfConfig, models: Mapping[str, str] | None = None, backends: 
             "out": str(out)}
 
 
+
+def run_seeds(cfg: DeepConfConfig, seeds: Sequence[int], models: Mapping[str, str] | None = None,
+              first: Mapping[str, Any] | None = None) -> dict[int, dict[tuple[str, str], dict[str, float]]]:
+    """The DeepConf claim at K = ``cfg.budget`` (`summary_at`) for each of ``seeds``, the seed drawing both the
+    pools and the resampled working sets (same checkpoints, same problems). ``cfg.seed``'s is read from
+    ``first`` (this stage's `run` result) when given; every other seed runs `run` in replay mode under the stage
+    folder's ``seeds/seed-<S>/`` (its pools are kept there: a rerun samples nothing again, and the stage's own
+    ``metrics.json`` is never touched). Returns {seed: {(model, benchmark): summary}} in ``seeds`` order, for
+    `replay.claim_over_seeds`. Raises ValueError for no seeds or ``cfg.mode == "live"`` (no pools to replay)."""
+    import dataclasses
+
+    seeds = list(dict.fromkeys(int(s) for s in seeds))
+    if not seeds:
+        raise ValueError("run_seeds: no seeds")
+    if cfg.mode == "live":
+        raise ValueError("run_seeds: mode 'live' keeps no pools; the claim over seeds replays pools (mode "
+                         "'replay' or 'both')")
+    out: dict[int, dict[tuple[str, str], dict[str, float]]] = {}
+    for seed in seeds:
+        if seed == cfg.seed and first is not None:
+            curves = first["curves"]
+        else:
+            other = dataclasses.replace(cfg, seed=seed, mode="replay")
+            curves = run(other, models=models, out_dir=str(cfg.run_dir() / "seeds" / f"seed-{seed}"))["curves"]
+        out[seed] = {key: summary_at(c, cfg.budget) for key, c in curves.items()}
+    return out
+
 def _jsonable(obj):
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -338,6 +366,6 @@ def _jsonable(obj):
 
 
 __all__ = ["MAJORITY", "PASS1", "ProblemPool", "at_budget", "backend_spec", "decode_throughput", "figure1_frame", "generate_pools",
-           "live_run", "make_backend", "models_to_compare", "online_variants", "pool_file", "pools_from_files", "run", "scaling_curves",
-           "RunGrid", "claim_power", "curves_from_grid", "per_problem_frame", "replay_grid",
+           "live_run", "make_backend", "models_to_compare", "online_variants", "pool_file", "pools_from_files", "run", "run_seeds", "scaling_curves",
+           "RunGrid", "claim_over_seeds", "claim_power", "curves_from_grid", "per_problem_frame", "replay_grid",
            "score_pool", "stream_traces", "summary_at", "table7_frame"]

@@ -250,6 +250,60 @@ def summary_at(curves: pd.DataFrame, budget: int, low: str = "deepconf-low") -> 
             "accuracy_difference_points": float(100.0 * (dc["accuracy"] - maj["accuracy"]))}
 
 
+
+CLAIM_MIN_TOKENS_SAVED_PERCENT = 30.0  # our tiny-scale bar; DeepConf paper §4.3: DeepConf-low saves 43-79% at K=512
+
+
+def claim_over_seeds(by_seed: Mapping[int, Mapping[tuple[str, str], Mapping[str, float]]],
+                     margin_points: float | None = None,
+                     min_saved_percent: float = CLAIM_MIN_TOKENS_SAVED_PERCENT) -> pd.DataFrame:
+    """The DeepConf claim per seed and over seeds: DeepConf-low at K saves at least ``min_saved_percent`` of
+    majority@K's tokens with accuracy no more than ``margin_points`` below it (default
+    `evaluation.power.DEEPCONF_MARGIN`, 1 point). ``by_seed`` maps seed -> {(model, benchmark): `summary_at`}.
+    Per (model, benchmark), one row per seed: majority@K and DeepConf-low accuracy (%), tokens saved (%), accuracy
+    difference (points), ``claim_holds``; then, with 2 seeds or more, a row ``"mean over N seeds"`` with the means, the sample SDs (ddof 1) of the saving and of the difference, and ``claim_holds`` true
+    only when it holds for every seed. Raises ValueError for no seeds or a summary that is not finite, KeyError
+    naming the seed and pair whose summary lacks a field."""
+    import math
+
+    from falcon_h1r_lib.evaluation import power as pw
+
+    margin_points = 100.0 * pw.DEEPCONF_MARGIN if margin_points is None else float(margin_points)
+    if not by_seed:
+        raise ValueError("claim_over_seeds: no seeds")
+    fields = ("majority_accuracy", "deepconf_low_accuracy", "tokens_saved_percent", "accuracy_difference_points")
+    rows = []
+    for seed, summaries in by_seed.items():
+        for (model, bench), summary in summaries.items():
+            missing = [f for f in fields if f not in summary]
+            if missing:
+                raise KeyError(f"claim_over_seeds: seed {seed}, ({model!r}, {bench!r}) has no {missing}")
+            values = {f: float(summary[f]) for f in fields}
+            if not all(math.isfinite(v) for v in values.values()):
+                raise ValueError(f"claim_over_seeds: seed {seed}, ({model!r}, {bench!r}) is not finite: {values}")
+            rows.append({"model": model, "benchmark": bench, "seed": seed,
+                         "majority_accuracy_percent": 100.0 * values["majority_accuracy"],
+                         "deepconf_low_accuracy_percent": 100.0 * values["deepconf_low_accuracy"],
+                         "tokens_saved_percent": values["tokens_saved_percent"],
+                         "accuracy_difference_points": values["accuracy_difference_points"],
+                         "claim_holds": bool(values["tokens_saved_percent"] >= min_saved_percent
+                                             and values["accuracy_difference_points"] >= -margin_points)})
+    table = pd.DataFrame(rows)
+    out = []
+    for (model, bench), one in table.groupby(["model", "benchmark"], sort=False):  # each pair's seeds, then its mean
+        out.append(one)
+        if len(one) < 2:
+            continue
+        out.append(pd.DataFrame([{
+            "model": model, "benchmark": bench, "seed": f"mean over {len(one)} seeds",
+            **{c: one[c].mean() for c in ("majority_accuracy_percent", "deepconf_low_accuracy_percent",
+                                          "tokens_saved_percent", "accuracy_difference_points")},
+            "sd_tokens_saved": one["tokens_saved_percent"].std(ddof=1),
+            "sd_accuracy_difference": one["accuracy_difference_points"].std(ddof=1),
+            "claim_holds": bool(one["claim_holds"].all())}]))
+    return pd.concat(out, ignore_index=True)
+
+
 def table7_frame(curves: Mapping[tuple[str, str], pd.DataFrame], budget: int, method: str = "deepconf-low",
                  paper_model: str = "Falcon-H1R-7B") -> pd.DataFrame:
     """Table 7 analog: per (model, benchmark) accuracy (%) / total tokens of `method` at K, majority@K
