@@ -8,6 +8,9 @@ VENV    ?= $(if $(filter gpu,$(EXTRAS)),.venv-gpu,.venv)
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(EXTRAS)
 ONLY    ?=
+# the project's Jupyter kernel, installed into the virtualenv by setup (`make kernel`: also for your own JupyterLab)
+KERNEL  ?= $(if $(filter gpu,$(EXTRAS)),falcon-h1r-gpu,falcon-h1r)
+KERNEL_ARGS = --name $(KERNEL) --display-name "Falcon-H1R ($(VENV))" --env OMP_WAIT_POLICY PASSIVE
 FIG8_ARGS ?=
 WORKLOAD_ARGS ?=
 ifneq ($(PROFILE),full)
@@ -16,12 +19,11 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 endif
 export TOKENIZERS_PARALLELISM ?= false
-export MPLBACKEND ?= Agg
 # idle OpenMP threads sleep instead of spinning: beside one busy process a 2-thread training step slows ~1.5x
 # instead of ~3x (`python -m falcon_h1r_lib.threads` measures it); it must be set before torch is imported
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup reproduce rehearse test test-unit test-rehearsal test-notebooks lab bench bench-vllm strip clean
+.PHONY: setup reproduce rehearse test test-unit test-rehearsal test-notebooks lab kernel bench bench-vllm strip clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +41,7 @@ else
 	# beside the CPU torch ("operator torchvision::nms does not exist") and vLLM's text path never needs them
 	$(PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 endif
+	$(PY) -m ipykernel install --sys-prefix $(KERNEL_ARGS)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -61,8 +64,11 @@ test-notebooks: $(STAMP)
 	# exit code 5 = no notebook collected, which is not a failure
 	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/ || [ $$? -eq 5 ]
 
-lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+lab: $(STAMP)  ## JupyterLab at the repository root (notebooks/, runs/, figures/), the project kernel
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
+
+kernel: $(STAMP)  ## the project kernel for a JupyterLab outside this virtualenv (your user's kernels)
+	$(PY) -m ipykernel install --user $(KERNEL_ARGS)
 
 bench: $(STAMP)  ## kernel benchmark: ratios measured side by side in one run
 	$(PY) -m falcon_h1r_lib.kernels.bench

@@ -3,6 +3,9 @@
 Figures are written only by code, only from measured or quoted files (never drawn by hand): each function takes a
 metrics dict or a frame built from one and returns the Figure; the notebook shows it and saves it with
 ``save_figure`` under the paper figure or table it mirrors, e.g. ``fig8_throughput`` or ``table7_deepconf``.
+
+No backend is chosen here: a Jupyter kernel keeps its inline backend (figures inline in JupyterLab and in the
+notebooks papermill executes), and a script without a display falls back to Agg by matplotlib's own rules.
 """
 
 from __future__ import annotations
@@ -12,9 +15,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

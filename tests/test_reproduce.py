@@ -91,3 +91,23 @@ def test_kernels_start_offline_on_tiny_with_sleeping_openmp_threads():
 
     assert kernel_env_defaults("tiny") == {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     assert kernel_env_defaults("full") == {"OMP_WAIT_POLICY": "PASSIVE"}  # the full profile reaches the Hub
+
+
+@pytest.mark.slow
+def test_executed_notebooks_carry_their_figures_inline(fake_repo, monkeypatch):
+    """Importing `plots` must not switch a kernel off its inline backend (it once forced Agg, and the Makefile
+    exported MPLBACKEND=Agg: executed notebooks held no image at all)."""
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    _notebook(fake_repo / "notebooks" / "01_fig.ipynb", [
+        "import matplotlib.pyplot as plt\nfrom falcon_h1r_lib import plots",
+        "fig, ax = plt.subplots(figsize=(2, 1))\nax.plot([0, 1], [1, 0])\nplt.show()"])
+    assert R.main(["--profile", "tiny"]) == 0
+    nb = nbformat.read(fake_repo / "runs" / "tiny" / "notebooks" / "01_fig.ipynb", as_version=4)
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == 1
+
+
+def test_the_makefile_leaves_the_matplotlib_backend_to_each_process():
+    from falcon_h1r_lib.paths import repo_root
+
+    assert "MPLBACKEND" not in (repo_root() / "Makefile").read_text()  # `make lab` kernels keep inline figures
