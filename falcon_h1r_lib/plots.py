@@ -431,26 +431,50 @@ def table7_deepconf(t7: pd.DataFrame, budget: int) -> plt.Figure:
     return fig
 
 
-def fig1_3d_accuracy_tokens_throughput(curves: Mapping[tuple[str, str], pd.DataFrame], decode: pd.DataFrame
-                                       ) -> plt.Figure:
-    """The first curve's majority and DeepConf-low points at the decode tokens/s notebook 01 measured for the
-    tiny hybrid and its twin at the longest context (``decode``: notebook 01's ``metrics["decode"]`` records)."""
-    _curve_columns(curves, "fig1_3d_accuracy_tokens_throughput")
-    _need(decode, ("model", "context_len", "tokens_per_s"), "fig1_3d_accuracy_tokens_throughput")
-    longest = decode.context_len.max()
-    speed = decode[decode.context_len == longest].set_index("model").tokens_per_s
-    label0, bench0 = next(iter(curves))
-    c0 = curves[(label0, bench0)]
-    fig = plt.figure(figsize=(7, 5))
-    ax = fig.add_subplot(projection="3d")
+def decode_context_for(decode: pd.DataFrame, trace_tokens: Sequence[int]) -> int:
+    """The measured decode context (``decode.context_len``) that covers the longest trace: the shortest one >= the
+    longest of ``trace_tokens`` (generated tokens per trace), else the longest measured. Raises ValueError for no
+    traces."""
+    if len(trace_tokens) == 0:
+        raise ValueError("decode_context_for: no trace lengths")
+    contexts = np.sort(decode["context_len"].unique())
+    covering = contexts[contexts >= max(trace_tokens)]
+    return int(covering[0] if len(covering) else contexts[-1])
+
+
+def fig1_deepconf_decode_time(curves: Mapping[tuple[str, str], pd.DataFrame], decode: pd.DataFrame,
+                              trace_tokens: Sequence[int]) -> plt.Figure:
+    """The paper's accuracy x tokens x throughput view, from measured pairs only. Left: accuracy of majority@K and
+    DeepConf-low against the decode time of their tokens, per (model, benchmark) curve, at the tiny hybrid's
+    tokens/s measured at the context that covers the traces (`decode_context_for`), K labelled on each point.
+    Right: decode tokens/s of the tiny hybrid and its Transformer twin against context length (notebook 01's
+    ``decode`` rows), the traces' lengths marked: the hybrid's advantage is a long-context one ([P] Fig. 8), and it
+    applies only where the traces reach. ``trace_tokens``: generated tokens per trace of the pools."""
+    _curve_columns(curves, "fig1_deepconf_decode_time")
+    _need(decode, ("model", "context_len", "tokens_per_s"), "fig1_deepconf_decode_time")
+    context = decode_context_for(decode, trace_tokens)
+    speed = decode[decode.context_len == context].set_index("model").tokens_per_s
+    fig, (ax, ax_speed) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = {key: STAGE_COLORS[1 + i % (len(STAGE_COLORS) - 1)] for i, key in enumerate(curves)}
+    for key, c in curves.items():
+        for method, marker, ls in (("majority", "o", "--"), ("deepconf-low", "^", "-")):
+            sub = c[c.method == method].sort_values("budget")
+            seconds = sub.tokens / speed["tiny hybrid"]
+            ax.plot(seconds, sub.accuracy, marker=marker, ls=ls, color=colors[key], label=f"{'/'.join(key)}, {method}")
+            for x, y, k in zip(seconds, sub.accuracy, sub.budget):
+                ax.annotate(f"K={k}", (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.set(xscale="log", xlabel=f"decode time of all tokens (s) at {speed['tiny hybrid']:.0f} tok/s",
+           ylabel="accuracy", title=f"tiny hybrid, decode measured at a {context}-token context")
+    ax.legend(fontsize=7)
     for model_name, color in (("tiny hybrid", HYBRID), ("tiny twin", TRANSFORMER)):
-        for method, marker in (("majority", "o"), ("deepconf-low", "^")):
-            sub = c0[c0.method == method]
-            ax.scatter(np.log10(sub.tokens), np.full(len(sub), speed[model_name]), sub.accuracy, color=color,
-                       marker=marker, label=f"{method}, {model_name} decode")
-    ax.set(xlabel="log10 tokens", ylabel=f"decode tokens/s at {longest} ctx", zlabel="accuracy",
-           title=f"{label0} on {bench0}: accuracy x tokens x throughput")
-    ax.legend(fontsize=7, loc="upper left")
+        d = decode[decode.model == model_name].sort_values("context_len")
+        ax_speed.plot(d.context_len, d.tokens_per_s, marker="o", color=color, label=model_name)
+    lengths = np.asarray(trace_tokens)
+    ax_speed.axvspan(max(1, lengths.min()), lengths.max(), color=PAPER, alpha=0.2,
+                     label=f"DeepConf traces: {lengths.min()}-{lengths.max()} tokens (median {np.median(lengths):.0f})")
+    ax_speed.set(xscale="log", xlabel="context length (tokens)", ylabel="decode tokens/s (notebook 01)",
+                 title="where the hybrid's decode advantage applies")
+    ax_speed.legend(fontsize=7)
     return fig
 
 

@@ -111,3 +111,23 @@ def test_the_lab_lists_the_notebooks_and_draws_inline_in_the_project_kernel(tmp_
         assert "inline" in printed and printed.split()[-1] == "PASSIVE", printed
     finally:
         server.close()
+
+
+def test_each_notebook_links_its_neighbours_and_the_readme_and_every_link_resolves():
+    import re
+
+    import nbformat
+
+    folder = repo_root() / "notebooks"
+    for i, name in enumerate(NOTEBOOKS):
+        nb = nbformat.read(folder / name, as_version=4)
+        for cell in (nb.cells[0], nb.cells[-1]):  # top and bottom: a reader needs no scrolling back
+            assert cell.cell_type == "markdown"
+            links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", cell.source)
+            assert "../README.md" in links, (name, cell.source)
+            for neighbour in [NOTEBOOKS[j] for j in (i - 1, i + 1) if 0 <= j < len(NOTEBOOKS)]:
+                assert neighbour in links, (name, neighbour)
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", cell.source):
+                    assert (folder / target).exists(), f"{name}: link to {target} resolves to nothing"

@@ -182,8 +182,8 @@ CASES = {  # name -> (call, axes, what to count on the first axes, at least, a r
     "fig1_deepconf_scaling": (lambda: plots.fig1_deepconf_scaling(deepconf_curves()), 2, "lines", 3),
     "table7_deepconf": (lambda: plots.table7_deepconf(experiment.table7_frame(deepconf_curves(), 4), 4),
                         1, "patches", 4),
-    "fig1_3d_accuracy_tokens_throughput": (
-        lambda: plots.fig1_3d_accuracy_tokens_throughput(deepconf_curves(), decode()), 1, "collections", 4),
+    "fig1_deepconf_decode_time": (
+        lambda: plots.fig1_deepconf_decode_time(deepconf_curves(), decode(), [12, 40, 90]), 2, "lines", 4),
     "deepconf_calibration": (lambda: plots.deepconf_calibration(*deepconf_calibration_frames()), 3, "collections", 3),
 }
 
@@ -203,7 +203,7 @@ def test_figure_draws_from_its_schema(name):
 def test_every_figure_function_is_tested():
     public = {n for n, f in vars(plots).items() if callable(f) and getattr(f, "__module__", "") == plots.__name__
               and not n.startswith("_") and n not in ("set_theme", "save_figure", "stage_colors",
-                                                        "accuracy_bars_with_ci")}
+                                                        "accuracy_bars_with_ci", "decode_context_for")}
     assert public == set(CASES)
 
 
@@ -234,7 +234,7 @@ MISSING = [  # (call with one key or column removed, the key the error must name
     (lambda: plots.fig1_deepconf_scaling({k: _drop(c, "ci_low") for k, c in deepconf_curves().items()}), "ci_low"),
     (lambda: plots.table7_deepconf(_drop(experiment.table7_frame(deepconf_curves(), 4), "majority_tokens"), 4),
      "majority_tokens"),
-    (lambda: plots.fig1_3d_accuracy_tokens_throughput(deepconf_curves(), _drop(decode(), "tokens_per_s")),
+    (lambda: plots.fig1_deepconf_decode_time(deepconf_curves(), _drop(decode(), "tokens_per_s"), [12]),
      "tokens_per_s"),
     (lambda: plots.deepconf_calibration(_drop(deepconf_calibration_frames()[0], "mixed"),
                                         deepconf_calibration_frames()[1]), "mixed"),
@@ -278,3 +278,16 @@ def test_save_figure_names_after_the_paper(tmp_path, monkeypatch):
     assert plots.save_figure(fig, "sft_loss_curves", "full") == tmp_path / "full" / "sft_loss_curves.png"
     with pytest.raises(ValueError, match="lower_snake_case"):
         plots.save_figure(fig, "Fig 8")
+
+
+def test_the_deepconf_decode_time_uses_the_measured_context_that_covers_the_traces():
+    """The 3D view once put DeepConf's accuracy at the decode speed measured at 4K context while its traces were
+    at most 128 tokens long, where the hybrid is slower than its twin."""
+    d = decode()  # contexts 256 and 1024
+    assert plots.decode_context_for(d, [40, 128]) == 256
+    assert plots.decode_context_for(d, [300]) == 1024
+    assert plots.decode_context_for(d, [5000]) == 1024  # beyond every measurement: the longest measured
+    with pytest.raises(ValueError, match="no trace lengths"):
+        plots.decode_context_for(d, [])
+    fig = plots.fig1_deepconf_decode_time(deepconf_curves(), d, [40, 128])
+    assert "256-token context" in fig.axes[0].get_title()

@@ -234,7 +234,7 @@ def models_to_compare(cfg: DeepConfConfig, models: Mapping[str, str] | None = No
 
 
 def decode_throughput(profile: str) -> pd.DataFrame | None:
-    """Notebook 01's measured decode tokens/s (the ``decode`` rows of its ``metrics.json``) for the 3D view, or None
+    """Notebook 01's measured decode tokens/s (the ``decode`` rows of its ``metrics.json``) for the decode-speed view, or None
     when notebook 01 has not run for ``profile``: the full profile's cluster recipe never runs it (README, "Run it
     on a GPU cluster") and the rehearsal does not rehearse it. Read before any pool is generated, so a missing
     record costs nothing. Raises ConfigError naming the file when the record has no ``metrics.decode`` rows."""

@@ -1,0 +1,132 @@
+"""The notebooks' **Reading** paragraphs, rendered from the results they interpret.
+
+A typed paragraph keeps the numbers of the run it was written after, and the next run on another CPU type or seed
+contradicts it (issue 16 found notebook 04 printing +0.1 points under a Reading that said +1.8). Here each
+paragraph is a function of the frames and ``metrics.json`` records the notebook has just produced: the method and
+the interpretation rules are fixed text, every number is read, and the verdict follows from the numbers by the same
+rules the claim tables use. Each returns Markdown for ``IPython.display.Markdown``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from falcon_h1r_lib.deepconf.replay import CLAIM_MIN_TOKENS_SAVED_PERCENT
+
+STAGES = ("base", "sft", "rl")  # notebook 05's checkpoints in pipeline order
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _ci(ci: Sequence[float] | None) -> str:
+    if ci is None or len(ci) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in ci):
+        return "[no interval]"
+    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def _separated(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
+    """True when the two 95% intervals do not overlap (a conservative reading of a difference)."""
+    if not a or not b:
+        return False
+    return a[1] < b[0] or b[1] < a[0]
+
+
+def evaluation_reading(results: pd.DataFrame) -> str:
+    """Notebook 05's Reading from its ``results`` frame (one row per model x benchmark: ``model``, ``benchmark``,
+    ``pass_at_1``, ``pass_at_1_ci``, ``n_problems``, ``samples_per_problem``): per benchmark, pass@1 of each
+    checkpoint with its 95% bootstrap CI, and which consecutive stages differ by non-overlapping intervals (the
+    paper's base < SFT < RL ordering, [P] Tables 4-6). Raises KeyError naming a missing column."""
+    need = ("model", "benchmark", "pass_at_1", "pass_at_1_ci", "n_problems", "samples_per_problem")
+    missing = [c for c in need if c not in results.columns]
+    if missing:
+        raise KeyError(f"evaluation_reading: results have no column(s) {missing}")
+    lines = ["**Reading** (every number below is read from this run's results; other CPU types and seeds move them "
+             "by points, so the text states only what the intervals support).", ""]
+    for bench, rows in results.groupby("benchmark", sort=False):
+        rows = rows.set_index("model")
+        order = [m for m in STAGES if m in rows.index] + [m for m in rows.index if m not in STAGES]
+        parts = [f"{m} {_pct(rows.loc[m, 'pass_at_1'])} {_ci(rows.loc[m, 'pass_at_1_ci'])}" for m in order]
+        first = rows.iloc[0]
+        steps = []
+        for a, b in zip(order, order[1:]):
+            pa, pb = rows.loc[a, "pass_at_1"], rows.loc[b, "pass_at_1"]
+            sep = _separated(rows.loc[a, "pass_at_1_ci"], rows.loc[b, "pass_at_1_ci"])
+            word = ("above" if pb > pa else "below") if sep else "within noise of"
+            steps.append(f"{b} is {word} {a}")
+        lines.append(f"- **{bench}** ({int(first['n_problems'])} problems x {int(first['samples_per_problem'])} "
+                     f"samples): {', '.join(parts)}; {'; '.join(steps) if steps else 'one checkpoint only'}.")
+    lines += ["", "Non-overlapping 95% intervals are a conservative test; notebook 04 gives the paired RL - SFT "
+              "difference on more samples, and its power analysis says how many problems a gain of the paper's size "
+              "would need."]
+    return "\n".join(lines)
+
+
+def deepconf_reading(models: Mapping[str, Mapping[str, Mapping[str, Any]]], budget: int,
+                     over_seeds: pd.DataFrame | None = None, power: pd.DataFrame | None = None,
+                     margin_points: float = 1.0) -> str:
+    """Notebook 06's Reading from ``metrics["models"]`` ({model: {benchmark: entry}}, each entry with
+    ``at_budget`` (`replay.summary_at`) and ``calibration`` (`calibration.diagnose`'s summary)), the claim over
+    seeds (`replay.claim_over_seeds`) and the power table (`replay.claim_power`). The claim ([D] §4.3, [P] §5):
+    DeepConf-low at K saves at least `CLAIM_MIN_TOKENS_SAVED_PERCENT` of majority@K's tokens and loses at most
+    ``margin_points``. Entries without ``at_budget`` (live-only runs) are skipped."""
+    lines = [f"**Reading** (rendered from this run's `metrics.json`; K = {budget}).", ""]
+    for label, benches in models.items():
+        for bench, entry in benches.items():
+            s = entry.get("at_budget")
+            if not s:
+                continue
+            saved, diff = s["tokens_saved_percent"], s["accuracy_difference_points"]
+            verdict = ("holds" if saved >= CLAIM_MIN_TOKENS_SAVED_PERCENT and diff >= -margin_points else
+                       f"does not hold here (it saves tokens but loses more than {margin_points:g} point)"
+                       if saved >= CLAIM_MIN_TOKENS_SAVED_PERCENT else
+                       f"does not hold here (it saves less than {CLAIM_MIN_TOKENS_SAVED_PERCENT:g}%)")
+            lines.append(f"- **{label} / {bench}.** DeepConf-low uses {saved:.0f}% fewer tokens than majority@{budget} "
+                         f"and moves accuracy from {_pct(s['majority_accuracy'])} to "
+                         f"{_pct(s['deepconf_low_accuracy'])} ({diff:+.1f} points): the claim {verdict}.")
+            cal = entry.get("calibration") or {}
+            best = cal.get("best_measure")
+            if best:
+                a = cal["auroc"][best]
+                chance = "better than chance" if cal.get("best_beats_chance") else "no better than chance"
+                lines.append(f"  Within a problem the best confidence measure ({best}) separates correct from wrong "
+                             f"traces with AUROC {a['within']:.2f} {_ci_plain(a.get('ci'))} over {a['n_problems']} "
+                             f"problems: {chance}.")
+            stops = cal.get("stops") or {}
+            if stops.get("stop_rate_correct") is not None and stops.get("stop_rate_wrong") is not None:
+                lines.append(f"  The online stop cuts {stops['stop_rate_correct']:.0%} of correct and "
+                             f"{stops['stop_rate_wrong']:.0%} of wrong traces after warm-up ({stops['scope']}).")
+            causes = cal.get("causes") or {}
+            wrong, right = causes.get("wrong, top 10%"), causes.get("correct, all")
+            if wrong and right and wrong.get("n"):
+                lines.append(f"  Of the wrong traces its top-10% filter keeps, {wrong['short']:.0%} are shorter than "
+                             f"the problem's shortest correct trace (correct traces: {right['short']:.0%}) and "
+                             f"{wrong['copied_from_prompt']:.0%} copy a number from the prompt "
+                             f"({right['copied_from_prompt']:.0%}).")
+    if over_seeds is not None and not over_seeds.empty:
+        per_seed = over_seeds[pd.to_numeric(over_seeds["seed"], errors="coerce").notna()]
+        for (label, bench), rows in per_seed.groupby(["model", "benchmark"], sort=False):
+            d = rows["accuracy_difference_points"]
+            lines.append(f"- **Over {len(rows)} seeds ({label} / {bench}):** the claim holds for "
+                         f"{int(rows['claim_holds'].sum())} of {len(rows)}; accuracy difference {d.mean():+.1f} "
+                         f"points (range {d.min():+.1f} to {d.max():+.1f}), tokens saved "
+                         f"{rows['tokens_saved_percent'].mean():.0f}%.")
+    if power is not None and not power.empty:
+        for _, row in power.iterrows():
+            if pd.notna(row.get("problems_needed")):
+                lines.append(f"- **Power ({row['model']} / {row['benchmark']}):** at the measured per-problem SD "
+                             f"({row['sd_points']:.0f} points) a test of 'within {row['margin_points']:g} point' with "
+                             f"80% power needs about {int(row['problems_needed']):,} problems; this run has "
+                             f"{int(row['n_problems'])}.")
+    return "\n".join(lines)
+
+
+def _ci_plain(ci: Sequence[float] | None) -> str:
+    if ci is None or len(ci) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in ci):
+        return "(no interval)"
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
