@@ -111,8 +111,14 @@ def table1_beside_ours(cfg: SFTStageConfig, world_size: int = 1):
     return pd.DataFrame(rows).set_index("parameter")
 
 
+def _rounded(ci, digits: int = 3):
+    """A CI as shown in a table: ``[0.0, 0.026]``, not ``[0.0, 0.026041666666666668]``; None stays None."""
+    return None if ci is None else [round(float(x), digits) for x in ci]
+
+
 def accuracy_table(result: Mapping[str, Any]):
-    """Base vs SFT pass@1 per benchmark with bootstrap CIs, from ``evaluate_base_and_sft``'s result."""
+    """Base vs SFT pass@1 per benchmark with bootstrap CIs (rounded to 3 decimals), from
+    ``evaluate_base_and_sft``'s result."""
     import pandas as pd
 
     ev = result["evaluation"]
@@ -122,8 +128,8 @@ def accuracy_table(result: Mapping[str, Any]):
         rows.append({
             "benchmark": bench, "domain": base["domain"], "problems": base["n_problems"],
             "samples/problem": base["samples_per_problem"],
-            "base pass@1": base["pass_at_1"], "base CI": base["pass_at_1_ci"],
-            "SFT pass@1": tuned["pass_at_1"], "SFT CI": tuned["pass_at_1_ci"],
+            "base pass@1": base["pass_at_1"], "base CI": _rounded(base["pass_at_1_ci"]),
+            "SFT pass@1": tuned["pass_at_1"], "SFT CI": _rounded(tuned["pass_at_1_ci"]),
             "SFT - base": (None if tuned["pass_at_1"] is None or base["pass_at_1"] is None
                            else tuned["pass_at_1"] - base["pass_at_1"]),
             "SFT mean tokens": tuned.get("mean_tokens"), "base mean tokens": base.get("mean_tokens"),
