@@ -73,14 +73,30 @@ def failing_cell(executed: Path) -> str:
 
 
 def kernel_env_defaults(profile: str) -> dict[str, str]:
-    """Environment defaults of the notebook kernels: tiny never reaches the Hub; every profile's CPU training
-    threads sleep rather than spin when idle (``threads``: OMP_WAIT_POLICY=PASSIVE, so a busy neighbour costs
+    """Environment defaults of the notebook kernels: tiny never reaches the Hub nor shows load bars; every
+    profile's CPU training threads sleep rather than spin when idle (``threads``: OMP_WAIT_POLICY=PASSIVE, so a busy neighbour costs
     1.5x instead of 3x measured here; it must be set before the kernel imports torch)."""
     from falcon_h1r_lib.threads import DEFAULT_WAIT_POLICY
 
-    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"} if is_tiny(profile) else {}
+    # tiny models load in milliseconds: their "Loading weights" / "Writing model shards" bars are noise (transformers
+    # reads huggingface_hub's switch at import); the full profile keeps them, downloads and loads take minutes there
+    offline = ({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+               if is_tiny(profile) else {})
     return {**offline, "OMP_WAIT_POLICY": DEFAULT_WAIT_POLICY}
 
+
+
+def notebook_environment(profile: str) -> None:
+    """The first call of every notebook's import cell, before anything imports torch or huggingface_hub: the
+    environment `kernel_env_defaults` gives papermill's kernels (a value already set wins), so a notebook run in
+    JupyterLab or under nbval behaves as under `make reproduce`; and no ``TqdmWarning: IProgress not found``:
+    huggingface_hub and transformers import ``tqdm.auto``, which warns in a kernel without ipywidgets and falls
+    back to the text bars we want (widget bars cannot be shown again from an executed notebook)."""
+    import warnings
+
+    for key, value in kernel_env_defaults(profile).items():
+        os.environ.setdefault(key, value)
+    warnings.filterwarnings("ignore", message="IProgress not found")
 
 def run_notebooks(profile: str = "tiny", only: list[str] | None = None, kernel: str = "python3") -> list[NotebookRun]:
     import papermill as pm

@@ -458,3 +458,27 @@ def test_benchmark_rows_and_table():
         assert r["chunked_rel_err"] <= 1e-4 and r["transformers_rel_err"] <= 1e-4
         assert r["chunked_vs_transformers"] == pytest.approx(r["transformers_s"] / r["chunked_s"])
     assert "x hf" in format_table(rows)
+
+
+def test_transformers_cpu_fallback_notices_are_dropped_only_without_cuda(monkeypatch, caplog):
+    """Notebooks printed four "`causal_conv1d_fn` is falling back to its reference PyTorch implementation" notices per
+    model load on CPU, where no fused kernel can exist (and the chunk-scan one is wrong once ours is patched in)."""
+    import logging
+
+    import torch
+
+    from falcon_h1r_lib import kernels
+    from falcon_h1r_lib.kernels.dispatch import HUB_KERNELS_LOGGER
+
+    kernels.quiet_cpu_fallback_notices()
+    kernels.quiet_cpu_fallback_notices()  # idempotent
+    logger = logging.getLogger(HUB_KERNELS_LOGGER)
+    assert sum(type(f).__name__ == "CPUFallbackNotices" for f in logger.filters) == 1
+    notice = "`causal_conv1d_fn` is falling back to its reference PyTorch implementation because ..."
+    with caplog.at_level(logging.WARNING, logger=HUB_KERNELS_LOGGER):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        logger.warning(notice)
+        logger.warning("a kernel failed to load")  # anything else still speaks
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        logger.warning(notice)  # a GPU without the fused kernels is slow: say so
+    assert [r.getMessage() for r in caplog.records] == ["a kernel failed to load", notice]

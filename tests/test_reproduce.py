@@ -89,7 +89,8 @@ def test_metrics_record_round_trip(fake_repo):
 def test_kernels_start_offline_on_tiny_with_sleeping_openmp_threads():
     from falcon_h1r_lib.reproduce import kernel_env_defaults
 
-    assert kernel_env_defaults("tiny") == {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert kernel_env_defaults("tiny") == {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                                           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     assert kernel_env_defaults("full") == {"OMP_WAIT_POLICY": "PASSIVE"}  # the full profile reaches the Hub
 
 
@@ -111,3 +112,34 @@ def test_the_makefile_leaves_the_matplotlib_backend_to_each_process():
     from falcon_h1r_lib.paths import repo_root
 
     assert "MPLBACKEND" not in (repo_root() / "Makefile").read_text()  # `make lab` kernels keep inline figures
+
+
+def test_a_notebook_sets_the_kernel_environment_of_make_reproduce_itself(monkeypatch):
+    """JupyterLab and nbval kernels do not go through the runner: the import cell's first call gives them its
+    environment (a value already set wins) and silences tqdm.auto's IProgress warning, printed with an absolute
+    venv path in every notebook's first cell."""
+    import warnings
+
+    for key in R.kernel_env_defaults("tiny"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's own choice
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        R.notebook_environment("tiny")
+        warnings.warn("IProgress not found. Please update jupyter and ipywidgets.")
+        warnings.warn("something else")
+    assert [str(w.message) for w in seen] == ["something else"]
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_every_notebook_sets_its_environment_before_anything_else():
+    for path in R.discover_notebooks():
+        nb = nbformat.read(path, as_version=4)
+        first = next(c for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", []))
+        code = [line for line in first.source.splitlines() if line.strip() and not line.startswith(("#", "import os"))]
+        assert code[:2] == ["from falcon_h1r_lib.reproduce import notebook_environment",
+                            "notebook_environment(profile)  # first: `make reproduce`'s kernel environment "
+                            "(tiny: offline, no load bars)"], path.name

@@ -11,6 +11,10 @@ Per step, for the A running rows:
     token = argmax (temperature 0) or inverse-CDF sampling with the row's own uniform u[row, step]
 Sampling by inverse CDF over the sorted nucleus with pre-drawn uniforms is distributionally the same as
 `torch.multinomial`, but vectorized across rows while each row keeps its own `torch.Generator`.
+
+Progress is plain `tqdm` (text), not `tqdm.auto`: in a kernel without ipywidgets the latter warns, and with it the
+bars become widget views that an executed notebook cannot show again. transformers' "falling back to its
+reference PyTorch implementation" notices are dropped on CPU (`kernels.CPUFallbackNotices`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from falcon_h1r_lib.generation.sampling import (
     DecodeStep,
@@ -31,6 +35,9 @@ from falcon_h1r_lib.generation.sampling import (
     sample_seed,
 )
 from falcon_h1r_lib.generation.traces import Trace
+from falcon_h1r_lib.kernels import quiet_cpu_fallback_notices
+
+quiet_cpu_fallback_notices()
 
 
 @dataclass

@@ -307,7 +307,7 @@ class VLLMBackend:
 
         `extra_args(request, sample_index)` tags a sample's `SamplingParams.extra_args` (logits processors).
         Greedy without a hook or extra args: one completion per request, copied to its n sample indices."""
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         check_requests(requests)
         requests = shard_requests(requests, self.config.data_parallel_rank, self.config.data_parallel_size)

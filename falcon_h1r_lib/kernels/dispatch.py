@@ -9,10 +9,35 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 
 from .ssd import ssd_chunked, validate_sequence
 
-__all__ = ["BACKENDS", "mamba_ssm_chunk_scan", "ssd_chunked_auto"]
+__all__ = ["BACKENDS", "CPUFallbackNotices", "mamba_ssm_chunk_scan", "quiet_cpu_fallback_notices", "ssd_chunked_auto"]
+
+FALLBACK_NOTICE = "is falling back to its reference PyTorch implementation"  # transformers' hub_kernels wording
+HUB_KERNELS_LOGGER = "transformers.integrations.hub_kernels"
+
+
+class CPUFallbackNotices(logging.Filter):
+    """Drops transformers' "`causal_conv1d_fn` is falling back to its reference PyTorch implementation" notices
+    (``transformers/integrations/hub_kernels.py``) on a machine without CUDA: there the fused kernels (mamba-ssm,
+    causal-conv1d) cannot exist, the reference path is the CPU path by design, and the chunk-scan notice is wrong
+    besides once `transformers_patch` runs ours. With CUDA the notice passes: a GPU without the kernels is slow."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if FALLBACK_NOTICE not in record.getMessage():
+            return True
+        import torch
+
+        return torch.cuda.is_available()
+
+
+def quiet_cpu_fallback_notices() -> None:
+    """Attach `CPUFallbackNotices` to transformers' hub-kernels logger (once)."""
+    logger = logging.getLogger(HUB_KERNELS_LOGGER)
+    if not any(isinstance(f, CPUFallbackNotices) for f in logger.filters):
+        logger.addFilter(CPUFallbackNotices())
 
 BACKENDS = ("auto", "torch", "mamba_ssm")
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from falcon_h1r_lib.generation.sampling import request_seed
 from falcon_h1r_lib.generation.vllm_bench.engine import (

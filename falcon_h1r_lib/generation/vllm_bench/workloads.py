@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from falcon_h1r_lib.generation.sampling import GenerationRequest, SamplingConfig
 from falcon_h1r_lib.generation.vllm_bench.engine import (
