@@ -396,16 +396,25 @@ def claims_over_arms(runs: Sequence[Mapping[str, Any]], domain: str = "math"):
                      "rl_pass_at_1": 100 * _result(r, "rl_accuracy", domain)["pass_at_1"],
                      "rl_minus_sft": 100 * d, "ci_low": 100 * lo, "ci_high": 100 * hi,
                      "ci_excludes_0": bool(lo > 0 or hi < 0), "n_problems": diff.get("n_problems")})
-    table = pd.DataFrame(rows)
-    if len(table) >= 2:
-        d = table["rl_minus_sft"]
-        same_side = (table["ci_low"] > 0).all() if d.mean() > 0 else (table["ci_high"] < 0).all()
-        spread = {"run": f"mean over {len(d)} runs", "rl_minus_sft": d.mean(), "sd_over_runs": d.std(ddof=1),
-                  "ci_excludes_0": bool(same_side and d.mean() != 0)}
-        table = pd.concat([table, pd.DataFrame([spread])], ignore_index=True)
+    table = _with_mean_row(pd.DataFrame(rows), "rl_minus_sft", "run", "runs")
     whole = table["seed"].dropna().map(lambda x: isinstance(x, (int, float)) and float(x).is_integer()).all()
     return table.astype({"n_problems": "Int64", **({"seed": "Int64"} if whole else {})})
 
+
+
+def _with_mean_row(table, column: str, label_column: str, unit: str):
+    """``table`` (one row per run: ``column`` in points, ``ci_low``, ``ci_high``) plus, with 2 runs or more, a row
+    ``"mean over N <unit>"``: the mean of ``column``, its sample SD (ddof 1) as ``sd_over_<unit>``, and
+    ``ci_excludes_0`` true only when every run's CI excludes 0 on the side of the mean (a claim over seeds)."""
+    import pandas as pd
+
+    if len(table) < 2:
+        return table
+    d = table[column]
+    same_side = (table["ci_low"] > 0).all() if d.mean() > 0 else (table["ci_high"] < 0).all()
+    mean = {label_column: f"mean over {len(d)} {unit}", column: d.mean(), f"sd_over_{unit}": d.std(ddof=1),
+            "ci_excludes_0": bool(same_side and d.mean() != 0)}
+    return pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
 
 def ablation_table(runs: Sequence[Mapping[str, Any]]):
     """One row per run (its name and RL domains), one column per evaluated domain: RL - SFT pass@1 in points with
@@ -480,7 +489,6 @@ def fig4_comparison(profile: str = "tiny", a: str = "fig4-per-rank", b: str = "f
     return pd.DataFrame(rows).set_index("run")
 
 
-
 def fig4_arm_names(seed: int, own_seed: int = 0) -> tuple[str, str]:
     """The (per-rank, balanced) SFT arm names of the Fig. 4 analog for ``seed``: ``fig4-per-rank`` /
     ``fig4-balanced`` at the SFT config's own seed, ``fig4-per-rank-seed-<S>`` / ``fig4-balanced-seed-<S>``
@@ -514,14 +522,7 @@ def fig4_over_seeds(profile: str = "tiny", seeds: Sequence[int] = (0, 1, 2)):
                          f"{diff.get('b_better')} / {diff.get('a_better')} / {diff.get('ties')}"})
     if not rows:
         return None
-    table = pd.DataFrame(rows)
-    if len(table) >= 2:
-        d = table["balanced - per-rank"]
-        same_side = (table["ci_low"] > 0).all() if d.mean() > 0 else (table["ci_high"] < 0).all()
-        table = pd.concat([table, pd.DataFrame([{
-            "seed": f"mean over {len(d)} seeds", "balanced - per-rank": d.mean(), "sd_over_seeds": d.std(ddof=1),
-            "ci_excludes_0": bool(same_side and d.mean() != 0)}])], ignore_index=True)
-    return table.set_index("seed")
+    return _with_mean_row(pd.DataFrame(rows), "balanced - per-rank", "seed", "seeds").set_index("seed")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from falcon_h1r_lib.deepconf.replay import CLAIM_MIN_TOKENS_SAVED_PERCENT
+from falcon_h1r_lib.deepconf.replay import CLAIM_MIN_TOKENS_SAVED_PERCENT, deepconf_claim_holds
 
 STAGES = ("base", "sft", "rl")  # notebook 05's checkpoints in pipeline order
 
@@ -69,12 +69,16 @@ def evaluation_reading(results: pd.DataFrame) -> str:
 
 def deepconf_reading(models: Mapping[str, Mapping[str, Mapping[str, Any]]], budget: int,
                      over_seeds: pd.DataFrame | None = None, power: pd.DataFrame | None = None,
-                     margin_points: float = 1.0) -> str:
+                     margin_points: float | None = None) -> str:
     """Notebook 06's Reading from ``metrics["models"]`` ({model: {benchmark: entry}}, each entry with
     ``at_budget`` (`replay.summary_at`) and ``calibration`` (`calibration.diagnose`'s summary)), the claim over
     seeds (`replay.claim_over_seeds`) and the power table (`replay.claim_power`). The claim ([D] §4.3, [P] §5):
     DeepConf-low at K saves at least `CLAIM_MIN_TOKENS_SAVED_PERCENT` of majority@K's tokens and loses at most
-    ``margin_points``. Entries without ``at_budget`` (live-only runs) are skipped."""
+    ``margin_points`` (`replay.deepconf_claim_holds`, default 1 point). Entries without ``at_budget`` (live-only
+    runs) are skipped."""
+    from falcon_h1r_lib.evaluation.power import DEEPCONF_MARGIN
+
+    margin = 100.0 * DEEPCONF_MARGIN if margin_points is None else float(margin_points)
     lines = [f"**Reading** (rendered from this run's `metrics.json`; K = {budget}).", ""]
     for label, benches in models.items():
         for bench, entry in benches.items():
@@ -82,8 +86,8 @@ def deepconf_reading(models: Mapping[str, Mapping[str, Mapping[str, Any]]], budg
             if not s:
                 continue
             saved, diff = s["tokens_saved_percent"], s["accuracy_difference_points"]
-            verdict = ("holds" if saved >= CLAIM_MIN_TOKENS_SAVED_PERCENT and diff >= -margin_points else
-                       f"does not hold here (it saves tokens but loses more than {margin_points:g} point)"
+            verdict = ("holds" if deepconf_claim_holds(saved, diff, margin) else
+                       f"does not hold here (it saves tokens but loses more than {margin:g} point)"
                        if saved >= CLAIM_MIN_TOKENS_SAVED_PERCENT else
                        f"does not hold here (it saves less than {CLAIM_MIN_TOKENS_SAVED_PERCENT:g}%)")
             lines.append(f"- **{label} / {bench}.** DeepConf-low uses {saved:.0f}% fewer tokens than majority@{budget} "
@@ -136,8 +140,8 @@ def sft_reading(table: pd.DataFrame, metrics: Mapping[str, Any], by_level: Mappi
                 ) -> str:
     """Notebook 03's Reading from `sft.report.accuracy_table` (one row per benchmark: ``domain``, ``problems``,
     ``samples/problem``, ``base pass@1`` / ``base CI``, ``SFT pass@1`` / ``SFT CI``), the stage metrics (``sft``:
-    ``rows``, ``steps``, ``epochs``, ``global_batch``; no wall time: timings live in the Runtime lines) and the SFT model's math accuracy by
-    difficulty level (``{level: {"pass_at_1", "n_problems"}}``). Raises KeyError naming a missing column."""
+    ``rows``, ``steps``, ``epochs``, ``global_batch``; no wall time: timings live in the Runtime lines) and the
+    SFT model's math accuracy by difficulty level (``{level: {"pass_at_1", "n_problems"}}``). Raises KeyError naming a missing column."""
     need = ("domain", "problems", "samples/problem", "base pass@1", "base CI", "SFT pass@1", "SFT CI")
     missing = [c for c in need if c not in table.columns]
     if missing:

@@ -126,8 +126,8 @@ def test_a_notebook_sets_the_kernel_environment_of_make_reproduce_itself(monkeyp
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         R.notebook_environment("tiny")
-        warnings.warn("IProgress not found. Please update jupyter and ipywidgets.")
-        warnings.warn("something else")
+        warnings.warn("IProgress not found. Please update jupyter and ipywidgets.", stacklevel=1)
+        warnings.warn("something else", stacklevel=1)
     assert [str(w.message) for w in seen] == ["something else"]
     import os
 

@@ -234,8 +234,8 @@ def models_to_compare(cfg: DeepConfConfig, models: Mapping[str, str] | None = No
 
 
 def decode_throughput(profile: str) -> pd.DataFrame | None:
-    """Notebook 01's measured decode tokens/s (the ``decode`` rows of its ``metrics.json``) for the decode-speed view, or None
-    when notebook 01 has not run for ``profile``: the full profile's cluster recipe never runs it (README, "Run it
+    """Notebook 01's measured decode tokens/s (the ``decode`` rows of its ``metrics.json``) for the decode-speed
+    view, or None when notebook 01 has not run for ``profile``: the full profile's cluster recipe never runs it (README, "Run it
     on a GPU cluster") and the rehearsal does not rehearse it. Read before any pool is generated, so a missing
     record costs nothing. Raises ConfigError naming the file when the record has no ``metrics.decode`` rows."""
     from falcon_h1r_lib import stages
@@ -326,7 +326,6 @@ def run(cfg: DeepConfConfig, models: Mapping[str, str] | None = None, backends: 
             "out": str(out)}
 
 
-
 def run_seeds(cfg: DeepConfConfig, seeds: Sequence[int], models: Mapping[str, str] | None = None,
               first: Mapping[str, Any] | None = None) -> dict[int, dict[tuple[str, str], dict[str, float]]]:
     """The DeepConf claim at K = ``cfg.budget`` (`summary_at`) for each of ``seeds``, the seed drawing both the
@@ -352,6 +351,7 @@ def run_seeds(cfg: DeepConfConfig, seeds: Sequence[int], models: Mapping[str, st
             curves = run(other, models=models, out_dir=str(cfg.run_dir() / "seeds" / f"seed-{seed}"))["curves"]
         out[seed] = {key: summary_at(c, cfg.budget) for key, c in curves.items()}
     return out
+
 
 def _jsonable(obj):
     if isinstance(obj, dict):

@@ -250,8 +250,19 @@ def summary_at(curves: pd.DataFrame, budget: int, low: str = "deepconf-low") -> 
             "accuracy_difference_points": float(100.0 * (dc["accuracy"] - maj["accuracy"]))}
 
 
-
 CLAIM_MIN_TOKENS_SAVED_PERCENT = 30.0  # our tiny-scale bar; DeepConf paper §4.3: DeepConf-low saves 43-79% at K=512
+
+
+def deepconf_claim_holds(tokens_saved_percent: float, accuracy_difference_points: float,
+                         margin_points: float | None = None,
+                         min_saved_percent: float = CLAIM_MIN_TOKENS_SAVED_PERCENT) -> bool:
+    """The DeepConf claim on one `summary_at`: DeepConf-low saves at least ``min_saved_percent`` of majority@K's
+    tokens and its accuracy is at most ``margin_points`` below majority@K's (default
+    `evaluation.power.DEEPCONF_MARGIN`, 1 point). The one rule behind the claim tables and notebook 06's Reading."""
+    from falcon_h1r_lib.evaluation import power as pw
+
+    margin_points = 100.0 * pw.DEEPCONF_MARGIN if margin_points is None else float(margin_points)
+    return bool(tokens_saved_percent >= min_saved_percent and accuracy_difference_points >= -margin_points)
 
 
 def claim_over_seeds(by_seed: Mapping[int, Mapping[tuple[str, str], Mapping[str, float]]],
@@ -261,14 +272,12 @@ def claim_over_seeds(by_seed: Mapping[int, Mapping[tuple[str, str], Mapping[str,
     majority@K's tokens with accuracy no more than ``margin_points`` below it (default
     `evaluation.power.DEEPCONF_MARGIN`, 1 point). ``by_seed`` maps seed -> {(model, benchmark): `summary_at`}.
     Per (model, benchmark), one row per seed: majority@K and DeepConf-low accuracy (%), tokens saved (%), accuracy
-    difference (points), ``claim_holds``; then, with 2 seeds or more, a row ``"mean over N seeds"`` with the means, the sample SDs (ddof 1) of the saving and of the difference, and ``claim_holds`` true
-    only when it holds for every seed. Raises ValueError for no seeds or a summary that is not finite, KeyError
+    difference (points), ``claim_holds`` (`deepconf_claim_holds`); then, with 2 seeds or more, a row ``"mean over
+    N seeds"`` with the means, the sample SDs (ddof 1) of the saving and of the difference, and ``claim_holds``
+    true only when it holds for every seed. Raises ValueError for no seeds or a summary that is not finite, KeyError
     naming the seed and pair whose summary lacks a field."""
     import math
 
-    from falcon_h1r_lib.evaluation import power as pw
-
-    margin_points = 100.0 * pw.DEEPCONF_MARGIN if margin_points is None else float(margin_points)
     if not by_seed:
         raise ValueError("claim_over_seeds: no seeds")
     fields = ("majority_accuracy", "deepconf_low_accuracy", "tokens_saved_percent", "accuracy_difference_points")
@@ -286,8 +295,9 @@ def claim_over_seeds(by_seed: Mapping[int, Mapping[tuple[str, str], Mapping[str,
                          "deepconf_low_accuracy_percent": 100.0 * values["deepconf_low_accuracy"],
                          "tokens_saved_percent": values["tokens_saved_percent"],
                          "accuracy_difference_points": values["accuracy_difference_points"],
-                         "claim_holds": bool(values["tokens_saved_percent"] >= min_saved_percent
-                                             and values["accuracy_difference_points"] >= -margin_points)})
+                         "claim_holds": deepconf_claim_holds(values["tokens_saved_percent"],
+                                                             values["accuracy_difference_points"], margin_points,
+                                                             min_saved_percent)})
     table = pd.DataFrame(rows)
     out = []
     for (model, bench), one in table.groupby(["model", "benchmark"], sort=False):  # each pair's seeds, then its mean
