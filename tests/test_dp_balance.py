@@ -96,6 +96,11 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         trainer.train()
     if rank == 0:
         Path(out_dir, "done.json").write_text(json.dumps({"world_size": world}))
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # tear gloo down before exit: its threads left running aborted a rank once in CI
+        dist.barrier()         # ("terminate called without an active exception", SIGABRT after both runs)
+        dist.destroy_process_group()
 
 
 def _rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
