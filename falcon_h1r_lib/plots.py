@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from falcon_h1r_lib.paths import figures_dir
+from falcon_h1r_lib.paths import runs_dir
 
 OURS = "#1f77b4"  # measured by this repository
 PAPER = "#7f7f7f"  # quoted from the paper
@@ -42,10 +42,12 @@ def set_theme() -> None:
 
 
 def save_figure(fig: plt.Figure, name: str, profile: str = "tiny") -> Path:
-    """Save ``fig`` as ``figures/<name>.png`` (tiny) or ``figures/full/<name>.png`` and return the path."""
+    """Save ``fig`` as ``runs/<profile>/figures/<name>.png`` and return the path. A run never writes the tracked
+    ``figures/`` (some figures hold timings that change every run): ``make publish`` copies a finished tiny run's
+    figures there, with its notebooks. Raises ValueError for a name that is not lower_snake_case."""
     if not _NAME.match(name):
         raise ValueError(f"figure name {name!r}: use lower_snake_case named after the paper figure/table")
-    folder = figures_dir() if profile == "tiny" else figures_dir() / profile
+    folder = runs_dir(profile) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     # no timestamp metadata, so re-running does not churn the committed files for nothing

@@ -80,8 +80,9 @@ def kernel_env_defaults(profile: str) -> dict[str, str]:
 
     # tiny models load in milliseconds: their "Loading weights" / "Writing model shards" bars are noise (transformers
     # reads huggingface_hub's switch at import); the full profile keeps them, downloads and loads take minutes there
-    offline = ({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-               if is_tiny(profile) else {})
+    # and vLLM's warnings about this CPU's missing Triton / tcmalloc (stamped with pids and times) are noise there too
+    offline = ({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                "VLLM_LOGGING_LEVEL": "ERROR"} if is_tiny(profile) else {})
     return {**offline, "OMP_WAIT_POLICY": DEFAULT_WAIT_POLICY}
 
 

@@ -271,11 +271,14 @@ def test_headroom_panels_are_sets_by_levels_on_a_log2_axis():
     assert (rl >= sft).all() and [t.get_text() for t in axes[0][0].get_legend().get_texts()] == ["sft", "rl"]
 
 
-def test_save_figure_names_after_the_paper(tmp_path, monkeypatch):
-    monkeypatch.setattr(plots, "figures_dir", lambda create=True: tmp_path)
+def test_save_figure_names_after_the_paper_and_writes_under_runs_not_the_tracked_figures(tmp_path, monkeypatch):
+    """A run once rewrote two tracked figures that hold timings (issue 16): figures go under runs/, and only
+    ``make publish`` copies them into figures/."""
+    monkeypatch.setenv("FALCON_H1R_RUNS", str(tmp_path))
     fig = plots.sft_loss_curves(sft_metrics())
-    assert plots.save_figure(fig, "sft_loss_curves") == tmp_path / "sft_loss_curves.png"
-    assert plots.save_figure(fig, "sft_loss_curves", "full") == tmp_path / "full" / "sft_loss_curves.png"
+    assert plots.save_figure(fig, "sft_loss_curves") == tmp_path / "tiny" / "figures" / "sft_loss_curves.png"
+    assert plots.save_figure(fig, "sft_loss_curves", "full") == tmp_path / "full" / "figures" / "sft_loss_curves.png"
+    assert (tmp_path / "tiny" / "figures" / "sft_loss_curves.png").stat().st_size > 0
     with pytest.raises(ValueError, match="lower_snake_case"):
         plots.save_figure(fig, "Fig 8")
 

@@ -90,7 +90,8 @@ def test_kernels_start_offline_on_tiny_with_sleeping_openmp_threads():
     from falcon_h1r_lib.reproduce import kernel_env_defaults
 
     assert kernel_env_defaults("tiny") == {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                                           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+                                           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "VLLM_LOGGING_LEVEL": "ERROR",
+                                           "OMP_WAIT_POLICY": "PASSIVE"}
     assert kernel_env_defaults("full") == {"OMP_WAIT_POLICY": "PASSIVE"}  # the full profile reaches the Hub
 
 
