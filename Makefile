@@ -69,7 +69,8 @@ test-notebooks: $(STAMP)  ## re-executes the committed notebooks; fails when a `
 		-p no:cacheprovider notebooks/ || [ $$? -eq 5 ]
 
 lab: $(STAMP)  ## JupyterLab at the repository root (notebooks/, runs/, figures/), the project kernel
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root,)
 
 kernel: $(STAMP)  ## the project kernel for a JupyterLab outside this virtualenv (your user's kernels)
 	$(PY) -m ipykernel install --user $(KERNEL_ARGS)
@@ -81,7 +82,7 @@ bench-vllm: $(STAMP)  ## paper Fig. 8 on vLLM-CPU (tiny hybrid vs twin), then vL
 	$(PY) -m falcon_h1r_lib.generation.vllm_bench fig8 $(FIG8_ARGS)
 	$(PY) -m falcon_h1r_lib.generation.vllm_bench workloads $(WORKLOAD_ARGS)
 
-strip:  ## remove outputs from the committed notebooks (`make reproduce publish` puts them back; nbval needs them)
+strip: $(STAMP)  ## remove outputs from the committed notebooks (`make reproduce publish` puts them back; nbval needs them)
 	$(PY) -m falcon_h1r_lib.reproduce --strip
 
 clean:

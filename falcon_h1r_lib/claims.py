@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from falcon_h1r_lib.config import ConfigError
-from falcon_h1r_lib.paths import repo_root, runs_dir, stage_dir
+from falcon_h1r_lib.errors import MissingRun
+from falcon_h1r_lib.paths import notebooks_dir, repo_relative, repo_root, runs_dir, stage_dir
 
 HOLDS, NOT_SHOWN, CONTRADICTED, NOT_RUN = "holds", "not shown", "contradicted", "not run"
 VERDICTS = (HOLDS, NOT_SHOWN, CONTRADICTED)
@@ -47,7 +48,7 @@ SECTION = "Claims"  # the heading of each notebook's claims cell: CLAIMS.md link
 _FIELDS = ("id", "notebook", "section", "source", "claim", "paper", "rule")
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 LINE = re.compile(r"^\[(?P<id>[a-z0-9-]+)\] (?P<claim>[^|]+) \| paper \((?P<source>[^|]+)\): (?P<paper>[^|]+) "
-                  r"\| ours: (?P<ours>[^|]+) \| (?P<verdict>holds|not shown|contradicted)$")
+                  r"\| ours: (?P<ours>[^|]+) \| (?P<verdict>holds|not shown|contradicted|not run)$")
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,26 @@ def load_claims(path: str | Path | None = None) -> list[Claim]:
             raise ConfigError(f"{where}: measured_by must be 'notebook' or 'arms'")
         if entry["rule"] == "not_testable" and not entry.get("why"):
             raise ConfigError(f"{where}: rule not_testable needs a 'why'")
+        if "why" in entry and not isinstance(entry["why"], str):
+            raise ConfigError(f"{where}: field 'why' must be a string")
+        blank = [k for k, v in entry.items() if isinstance(v, str) and v != v.strip()]
+        if blank:
+            raise ConfigError(f"{where}: field(s) {blank} start or end with white space")
+        reads = RULE_STAGE.get(entry["rule"])
+        if reads is not None and reads != entry["notebook"]:
+            raise ConfigError(f"{where}: rule {entry['rule']!r} reads notebook {reads}'s run, not {entry['notebook']}'s")
+        if entry["section"] not in _headings(entry["notebook"]):
+            raise ConfigError(f"{where}: section {entry['section']!r} is no heading of notebooks/{entry['notebook']}.ipynb")
         seen.add(entry["id"])
         out.append(Claim(**entry))
     return out
+
+
+def _headings(notebook: str) -> set[str]:
+    """The Markdown headings (text after the ``#``s) of ``notebooks/<notebook>.ipynb``."""
+    cells = json.loads((notebooks_dir() / f"{notebook}.ipynb").read_text(encoding="utf-8"))["cells"]
+    return {line.lstrip("#").strip() for c in cells if c["cell_type"] == "markdown"
+            for line in "".join(c["source"]).splitlines() if line.startswith("#")}
 
 
 # --- verdict helpers ---------------------------------------------------------------------------------------------
@@ -238,7 +256,11 @@ def sft_over_base(claim: Claim, profile: str) -> Finding:
         verdict, ours = CONTRADICTED, "SFT below base, the CIs do not overlap"
     else:
         verdict, ours = NOT_SHOWN, "the base and SFT CIs overlap"
-    return Finding(ours, verdict, f"held-out math pass@1: base {_pct_ci(base, base_ci)} -> SFT {_pct_ci(sft, sft_ci)}")
+    counts = rec.get("metrics", {}).get("eval_counts", {}).get("math", {})
+    size = (f" ({counts['problems']} problems x {counts['samples_per_problem']} samples)"
+            if {"problems", "samples_per_problem"} <= set(counts) else "")
+    return Finding(ours, verdict, f"held-out math pass@1: base {_pct_ci(base, base_ci)} -> SFT {_pct_ci(sft, sft_ci)}"
+                                  + size)
 
 
 def _paired(diff: Mapping[str, Any], better: str) -> tuple[str, str]:
@@ -263,22 +285,29 @@ def rl_over_sft(claim: Claim, profile: str) -> Finding:
 def reward_rises(claim: Claim, profile: str, resamples: int = 2000) -> Finding:
     """Second half minus first half of the verified-correct fraction per step, with a percentile bootstrap over
     steps (seeded: the same curves give the same interval)."""
-    import numpy as np
-
     curves = _m(_read("04_rl", profile), "curves", where=claim.notebook)
-    acc = np.array([float(r["accuracy"]) for r in curves])
-    if len(acc) < 4:
-        raise ValueError(f"{claim.notebook}: {len(acc)} training steps are too few to compare halves")
-    early, late = acc[: len(acc) // 2], acc[len(acc) // 2:]
-    rng = np.random.default_rng(0)
-    boots = (rng.choice(late, (resamples, len(late))).mean(1) - rng.choice(early, (resamples, len(early))).mean(1))
-    lo, hi = (100 * x for x in np.percentile(boots, [2.5, 97.5]))
+    early, late, lo, hi = halves_difference([float(r["accuracy"]) for r in curves], resamples)
     verdict = ci_verdict(lo, hi)
     ours = {HOLDS: "the second half beats the first, CI excludes 0", CONTRADICTED: "the reward falls, CI excludes 0",
             NOT_SHOWN: "second half vs first half: CI includes 0"}[verdict]
-    return Finding(ours, verdict, f"verified-correct fraction {100 * early.mean():.1f}% -> {100 * late.mean():.1f}% "
-                                  f"({_pts(100 * (late.mean() - early.mean()))} points [{_pts(lo)}, {_pts(hi)}], "
-                                  f"{len(acc)} steps)")
+    return Finding(ours, verdict, f"verified-correct fraction {100 * early:.1f}% -> {100 * late:.1f}% "
+                                  f"({_pts(100 * (late - early))} points [{_pts(lo)}, {_pts(hi)}], {len(curves)} steps)")
+
+
+def halves_difference(values: Sequence[float], resamples: int = 2000) -> tuple[float, float, float, float]:
+    """Mean of the first and second half of a per-step series (fractions) and the 95% percentile bootstrap CI of
+    second minus first in points, steps resampled within each half (seeded: same series, same interval). Raises
+    ValueError for fewer than 4 steps or a value that is not finite."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or len(x) < 4 or not np.isfinite(x).all():
+        raise ValueError(f"halves_difference: need at least 4 finite per-step values, got {len(x)}")
+    early, late = x[: len(x) // 2], x[len(x) // 2:]
+    rng = np.random.default_rng(0)
+    boots = rng.choice(late, (resamples, len(late))).mean(1) - rng.choice(early, (resamples, len(early))).mean(1)
+    lo, hi = (100 * float(v) for v in np.percentile(boots, [2.5, 97.5]))
+    return float(early.mean()), float(late.mean()), lo, hi
 
 
 def _arm_runs(profile: str) -> list[dict[str, Any]]:
@@ -410,47 +439,68 @@ def rl_transfer(claim: Claim, profile: str) -> Finding:
 
 
 def deepconf_low(claim: Claim, profile: str) -> Finding:
-    """Notebook 06's claim over its ``claim_seeds``: the seed-0 run's ``metrics.json`` and each other seed's
-    ``seeds/seed-<S>/metrics.json`` (`experiment.run_seeds`), each model-seed pair judged by
-    `replay.deepconf_claim_holds`. Holds when every pair does; contradicted when every pair loses more than the
-    margin (`evaluation.power.DEEPCONF_MARGIN`) of accuracy, whatever it saves; not shown otherwise."""
-    from falcon_h1r_lib.deepconf.replay import CLAIM_MIN_TOKENS_SAVED_PERCENT, deepconf_claim_holds
+    """Notebook 06's claim over its ``claim_seeds``: per model-seed pair, DeepConf-low's accuracy minus
+    majority@K's with a 95% percentile bootstrap CI over problems (``per_problem_<model>_<benchmark>.csv`` of the
+    seed-0 run and of each ``seeds/seed-<S>/``, `experiment.run_seeds`) and its token saving (``metrics.json``).
+    A pair holds when it saves at least `replay.CLAIM_MIN_TOKENS_SAVED_PERCENT` and the whole CI lies above
+    ``-margin`` (`evaluation.power.DEEPCONF_MARGIN`, 1 point); it is contradicted when the whole CI lies below
+    ``-margin``; over pairs, `over_runs`. The seeds resample the same problems, so they share its variance."""
+    import numpy as np
+    import pandas as pd
+
+    from falcon_h1r_lib.deepconf.replay import CLAIM_MIN_TOKENS_SAVED_PERCENT, MAJORITY
     from falcon_h1r_lib.evaluation import power
+    from falcon_h1r_lib.evaluation.metrics import bootstrap_ci
 
     rec = _read("06_deepconf_scaling", profile)
-    seeds = rec["config"].get("claim_seeds") or [rec["config"]["seed"]]
+    own = rec["config"]["seed"]
+    seeds = rec["config"].get("claim_seeds") or [own]
     folder = stage_dir("06_deepconf_scaling", profile, create=False)
-    pairs = []
-    for seed in seeds:
-        path = folder / "metrics.json" if seed == rec["config"]["seed"] else folder / "seeds" / f"seed-{seed}" / "metrics.json"
-        try:
-            one = rec if seed == rec["config"]["seed"] else json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"{path}: the claim over seeds needs this seed's run ({err}); rerun notebook 06") from None
-        for model, benches in _m(one, "models", where=str(path)).items():
-            for bench, result in benches.items():
-                s = result["at_budget"]
-                pairs.append((model if len(benches) == 1 else f"{model} {bench}", seed, s["tokens_saved_percent"], s["accuracy_difference_points"],
-                              deepconf_claim_holds(s["tokens_saved_percent"], s["accuracy_difference_points"])))
     margin = 100 * power.DEEPCONF_MARGIN
-    n_hold = sum(p[4] for p in pairs)
-    n_lose = sum(p[3] < -margin for p in pairs)  # accuracy more than the margin below majority@K
-    verdict = HOLDS if n_hold == len(pairs) else CONTRADICTED if n_lose == len(pairs) else NOT_SHOWN
-    ours = (f"within {margin:.0f} point at >= {CLAIM_MIN_TOKENS_SAVED_PERCENT:.0f}% fewer tokens on {n_hold} of "
-            f"{len(pairs)} model-seed pairs")
-    parts = []
-    for model in dict.fromkeys(p[0] for p in pairs):
-        mine = [p for p in pairs if p[0] == model]
-        diffs, saved = [p[3] for p in mine], [p[2] for p in mine]
-        parts.append(f"{model}: accuracy {_pts(min(diffs))} to {_pts(max(diffs))} points, "
-                     f"{min(saved):.0f}-{max(saved):.0f}% tokens saved")
-    return Finding(ours, verdict, "; ".join(parts) + f" (seeds {', '.join(map(str, seeds))}, K = {rec['config']['budget']})")
+    pairs = []  # (model, seed, saved %, difference points, ci low, ci high, verdict)
+    for seed in seeds:
+        where = folder if seed == own else folder / "seeds" / f"seed-{seed}"
+        try:
+            one = rec if seed == own else json.loads((where / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{where / 'metrics.json'}: the claim over seeds needs this seed's run ({err}); rerun "
+                              "notebook 06") from None
+        for model, benches in _m(one, "models", where=str(where / "metrics.json")).items():
+            for bench, result in benches.items():
+                saved = float(result["at_budget"]["tokens_saved_percent"])
+                path = where / f"per_problem_{model}_{bench}.csv"
+                try:
+                    table = pd.read_csv(path)[[MAJORITY, "deepconf-low"]].dropna()
+                except (OSError, KeyError, pd.errors.ParserError) as err:
+                    raise ConfigError(f"{path}: per-problem accuracies of majority and deepconf-low needed ({err}); "
+                                      "rerun notebook 06") from None
+                diff = 100 * (table["deepconf-low"] - table[MAJORITY]).to_numpy(dtype=np.float64)
+                lo, hi = bootstrap_ci(diff, resamples=2000)
+                verdict = (HOLDS if saved >= CLAIM_MIN_TOKENS_SAVED_PERCENT and lo > -margin else
+                           CONTRADICTED if hi < -margin else NOT_SHOWN)
+                label = model if len(benches) == 1 else f"{model} {bench}"
+                pairs.append((label, seed, saved, float(diff.mean()), lo, hi, verdict))
+    verdict = over_runs([p[6] for p in pairs])
+    ours = {HOLDS: f"within {margin:.0f} point at >= {CLAIM_MIN_TOKENS_SAVED_PERCENT:.0f}% fewer tokens on every "
+                   "model-seed pair",
+            CONTRADICTED: f"accuracy CI more than {margin:.0f} point below majority voting on every model-seed pair",
+            NOT_SHOWN: f"the accuracy CIs do not all lie on one side of -{margin:.0f} point: too few problems to "
+                       "tell"}[verdict]
+    parts = [f"{label} seed {seed}: {_pts(d)} points [{_pts(lo)}, {_pts(hi)}], {saved:.0f}% tokens saved"
+             for label, seed, saved, d, lo, hi, _ in pairs]
+    return Finding(ours, verdict, "; ".join(parts) + f" (K = {rec['config']['budget']}, "
+                                                     f"{rec['config'].get('max_problems')} problems)")
 
 
 def not_testable(claim: Claim, profile: str) -> Finding:
     return Finding(f"not testable here: {claim.why}", NOT_SHOWN, claim.why)
 
 
+RULE_STAGE = {"table8_parameters": "01_architecture", "cache_memory": "01_architecture",
+              "fig8_throughput": "01_architecture", "verified_traces": "02_data_curation",
+              "sft_mixture": "02_data_curation", "sft_over_base": "03_sft", "fig4_over_seeds": "03_sft",
+              "rl_over_sft": "04_rl", "reward_rises": "04_rl", "rl_over_seeds": "04_rl", "table3_math_vs_mixed": "04_rl",
+              "rl_transfer": "05_evaluation", "deepconf_low": "06_deepconf_scaling", "not_testable": None}
 RULES: dict[str, Callable[[Claim, str], Finding]] = {f.__name__: f for f in (
     table8_parameters, cache_memory, fig8_throughput, verified_traces, sft_mixture, sft_over_base, rl_over_sft,
     reward_rises, rl_over_seeds, fig4_over_seeds, table3_math_vs_mixed, rl_transfer, deepconf_low, not_testable)}
@@ -459,9 +509,16 @@ RULES: dict[str, Callable[[Claim, str], Finding]] = {f.__name__: f for f in (
 # --- what the notebooks, the claims page and the README print -----------------------------------------------------
 
 def find(claim: Claim, profile: str = "tiny") -> Finding:
-    """The rule's finding for ``claim``. Raises what the rule raises (ConfigError for a stage that has not run,
-    KeyError naming a missing metrics field)."""
-    return RULES[claim.rule](claim, profile)
+    """The rule's finding for ``claim``. Raises MissingRun for a stage that has not run, ConfigError naming the
+    claim, its rule and the stage for anything else wrong with the run's files (a missing field, a wrong type)."""
+    try:
+        return RULES[claim.rule](claim, profile)
+    except MissingRun:
+        raise
+    except (ConfigError, KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise ConfigError(f"claim {claim.id} (rule {claim.rule}) over runs/{profile}/{RULE_STAGE.get(claim.rule)}: "
+                          f"{type(err).__name__}: {message}") from None
 
 
 def claim_line(claim: Claim, finding: Finding) -> str:
@@ -479,6 +536,16 @@ def claims_lines(notebook: str, profile: str = "tiny", path: str | Path | None =
     return "\n".join(claim_line(c, find(c, profile)) for c in mine)
 
 
+def arms_lines(notebook: str, profile: str = "tiny", path: str | Path | None = None) -> str:
+    """The claims lines of ``notebook``'s claims measured by arms (``python -m falcon_h1r_lib.arms``, outside
+    ``make reproduce``): verdict ``not run`` until the arms have run. Printed beside the checked lines, unchecked
+    (CI does not run arms). Raises ValueError for a notebook with no arms claim."""
+    mine = [c for c in load_claims(path) if c.notebook == notebook and c.measured_by == "arms"]
+    if not mine:
+        raise ValueError(f"arms_lines: {notebook!r} has no arms claims in {path or CLAIMS_FILE}")
+    return "\n".join(claim_line(c, find(c, profile)) for c in mine)
+
+
 def parse_line(line: str) -> dict[str, str]:
     """The fields of one claims line (`claim_line`'s format). Raises ValueError quoting a line that is not one."""
     match = LINE.match(line.strip())
@@ -493,8 +560,9 @@ def findings(profile: str = "tiny", path: str | Path | None = None) -> list[tupl
     for claim in load_claims(path):
         try:
             out.append((claim, find(claim, profile)))
-        except ConfigError as err:
-            out.append((claim, Finding("its run is missing", NOT_RUN, str(err).replace(str(repo_root()) + "/", ""))))
+        except MissingRun as err:
+            where = str(err).split(":", 1)
+            out.append((claim, Finding("its run is missing", NOT_RUN, repo_relative(where[0]) + ":" + where[1])))
     return out
 
 
@@ -512,7 +580,8 @@ def claims_page(profile: str = "tiny", path: str | Path | None = None) -> str:
         "",
         f"Generated by `python -m falcon_h1r_lib.claims --profile {profile}` from the `metrics.json` files of "
         f"`runs/{profile}/` and `data_manifests/paper_claims.yaml`; do not edit by hand. Each notebook's **Claims** "
-        "cell prints the same verdicts (checked by nbval in CI). Verdicts: *holds* when the 95% CI lies on the "
+        "cell prints the same lines: those its own run measures are checked by nbval in CI, those measured by arms "
+        "are printed beside them, unchecked (CI does not run arms). Verdicts: *holds* when the 95% CI lies on the "
         "claim's side, *contradicted* when it lies on the other side, *not shown* otherwise or when the tiny "
         "profile cannot test the claim; over seeds, only when every seed agrees. Arms (other seeds, ablations) run "
         "with `python -m falcon_h1r_lib.arms`, outside `make reproduce`.",
@@ -555,28 +624,43 @@ def update_readme(text: str, section: str) -> str:
 
 
 def notebook_claims(path: str | Path) -> list[dict[str, str]]:
-    """The claims lines printed in a (committed, executed) notebook's ``# NBVAL_CHECK_OUTPUT`` cells, parsed."""
+    """The claims lines a (committed, executed) notebook prints: its checked Claims cell (`claims_lines`) and its
+    arms cell (`arms_lines`), parsed, each with ``checked`` ("yes" / "no")."""
     import nbformat
 
     nb = nbformat.read(str(path), as_version=4)
     out = []
     for cell in nb.cells:
-        if cell.cell_type != "code" or "NBVAL_CHECK_OUTPUT" not in cell.source:
+        if cell.cell_type != "code" or not ("claims.claims_lines(" in cell.source or "claims.arms_lines(" in cell.source):
             continue
+        checked = "yes" if "claims.claims_lines(" in cell.source else "no"
         for output in cell.get("outputs", []):
             if output.get("output_type") == "stream" and output.get("name") == "stdout":
-                out += [parse_line(line) for line in output["text"].splitlines() if line.startswith("[")]
+                out += [{**parse_line(line), "checked": checked} for line in output["text"].splitlines()
+                        if line.startswith("[")]
     return out
 
 
-def write(profile: str = "tiny", readme: Path | None = None) -> list[Path]:
-    """Write ``CLAIMS.md`` and the README's results section from ``runs/<profile>/``; returns the files written."""
+def render(profile: str = "tiny", readme: Path | None = None) -> dict[Path, str]:
+    """The new ``CLAIMS.md`` and README texts, written by nobody yet. Raises ConfigError when a claim the notebooks
+    measure has not run (the tracked pages are never regenerated from an incomplete run) and what `find` raises."""
+    rows = findings(profile)
+    missing = [c.id for c, f in rows if f.verdict == NOT_RUN and c.measured_by == "notebook"]
+    if missing:
+        raise ConfigError(f"claims: runs/{profile}/ lacks the runs of {missing}; `make reproduce` first")
     root = repo_root()
-    page = root / PAGE
-    page.write_text(claims_page(profile), encoding="utf-8")
     readme = readme or root / "README.md"
-    readme.write_text(update_readme(readme.read_text(encoding="utf-8"), readme_section(profile)), encoding="utf-8")
-    return [page, readme]
+    return {root / PAGE: claims_page(profile),
+            readme: update_readme(readme.read_text(encoding="utf-8"), readme_section(profile))}
+
+
+def write(profile: str = "tiny", readme: Path | None = None) -> list[Path]:
+    """Write ``CLAIMS.md`` and the README's results section from ``runs/<profile>/`` (`render`); returns the files
+    written."""
+    texts = render(profile, readme)
+    for path, text in texts.items():
+        path.write_text(text, encoding="utf-8")
+    return list(texts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,3 +6,7 @@ Its own module so that ``paths`` and ``config`` can both raise it without import
 
 class ConfigError(ValueError):
     """A config value or key is wrong; the message names the key and where it came from."""
+
+
+class MissingRun(ConfigError):
+    """A stage's outputs are not there yet (its notebook has not run); the message names the file and the notebook."""

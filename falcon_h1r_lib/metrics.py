@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, StageConfig
+from .errors import MissingRun
 from .paths import repo_root, stage_dir
 
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "datasets", "accelerate", "tokenizers", "math-verify", "vllm")
@@ -120,7 +121,7 @@ def read_metrics(stage: str, profile: str = "tiny") -> dict[str, Any]:
     """The full record a stage wrote; fails naming the file when the stage has not run."""
     path = stage_dir(stage, profile, create=False) / "metrics.json"
     if not path.exists():
-        raise ConfigError(f"{path}: no metrics yet; run the {stage} notebook first")
+        raise MissingRun(f"{path}: no metrics yet; run the {stage} notebook first")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:

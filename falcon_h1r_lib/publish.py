@@ -11,9 +11,10 @@
    absolute paths become repository-relative (``~`` for the home folder) and the host name ``<host>``; the
    notebook keeps the committed metadata (kernelspec and language_info as JupyterLab writes them, so opening a
    published notebook does not modify it);
-3. writes the cleaned notebooks over ``notebooks/`` exactly as nbformat saves them, copies the run's figures into
-   ``figures/``, and regenerates ``CLAIMS.md`` and the README's results from the run's ``metrics.json`` files
-   (`falcon_h1r_lib.claims`).
+3. renders ``CLAIMS.md`` and the README's results from the run's ``metrics.json`` files (`falcon_h1r_lib.claims`;
+   a claim the notebooks measure that has not run stops everything), and only then writes the cleaned notebooks
+   over ``notebooks/`` exactly as nbformat saves them, those two pages, and the run's figures into ``figures/``
+   (removing tracked figures the run no longer draws).
 
 Why our own cleaner: ``nbstripout`` removes outputs (we keep them) and ``nbconvert``'s preprocessors clear or keep
 whole outputs; neither rewrites paths inside kept outputs. Errors name the notebook and cell.
@@ -45,11 +46,19 @@ class PublishError(ConfigError):
     """A run that cannot be published as it stands; the message names the notebook and cell."""
 
 
-def clean_text(text: str, root: Path | None = None, home: str | None = None, host: str | None = None) -> str:
+def clean_text(text: str, root: Path | None = None, home: str | None = None, host: str | None = None,
+               runs: Path | None = None, run_roots: Sequence[str] = ("", "")) -> str:
     """``text`` without ANSI escapes, with each line's carriage-return progress residue collapsed to what a terminal
-    would finally show, and with absolute paths made relative to the repository (``root``, by default this one's;
-    its parent folders stay untouched), the home folder as ``~`` and ``host`` as ``<host>``."""
+    would finally show, and with absolute paths made relative: the runs root (``runs``, by default `runs_root`,
+    which ``$FALCON_H1R_RUNS`` may put anywhere) as ``runs``, the repository (``root``, by default this one) as
+    ``.``, the home folder as ``~``; and ``host`` as ``<host>`` where it is a word of at least 6 characters or holds
+    a digit, dot or dash (a short plain word such as ``math`` could be any text). ``run_roots``: the repository and
+    the runs root the run itself recorded in ``reproduce.json`` (empty strings when it did not), for a run made in
+    another checkout."""
+    from falcon_h1r_lib.paths import runs_root
+
     root = Path(root) if root else repo_root()
+    runs = Path(runs) if runs else runs_root()
     home = home if home is not None else os.path.expanduser("~")
     host = host if host is not None else socket.gethostname()
     text = _ANSI.sub("", text)
@@ -60,13 +69,16 @@ def clean_text(text: str, root: Path | None = None, home: str | None = None, hos
             line = segments[-1] if segments else ""
         lines.append(line)
     text = "\n".join(lines)
-    for prefix in sorted({str(root), str(root.resolve())}, key=len, reverse=True):
+    run_repo, run_runs = ({str(Path(r))} if r else set() for r in run_roots)
+    for prefix in sorted({str(runs), str(runs.resolve())} | run_runs, key=len, reverse=True):
+        text = text.replace(prefix + os.sep, "runs" + os.sep)
+    for prefix in sorted({str(root), str(root.resolve())} | run_repo, key=len, reverse=True):
         text = text.replace(prefix + os.sep, "")
         text = re.sub(re.escape(prefix) + r"(?![\w.-])", ".", text)  # the root itself, not a sibling's longer name
     if home and len(home) > 1:
         text = text.replace(home + os.sep, "~" + os.sep)
-    if host and len(host) > 2:
-        text = re.sub(rf"\b{re.escape(host)}\b", "<host>", text)
+    if host and (len(host) >= 6 or not host.isalpha()):
+        text = re.sub(rf"(?<![\w.-]){re.escape(host)}(?![\w-])", "<host>", text)
     return text
 
 
@@ -110,7 +122,7 @@ def clean_notebook(executed: nbformat.NotebookNode, committed: nbformat.Notebook
             raise PublishError(f"{name}: cell {i} ended in {errors[0].get('ename')}: {errors[0].get('evalue')}; "
                                "a failed run is not published")
         outputs = [o for o in (_clean_output(dict(o), **kw) for o in ran.get("outputs", [])) if o is not None]
-        cell.outputs = [nbformat.from_dict(o) for o in outputs]
+        cell.outputs = [nbformat.from_dict(o) for o in _merge_streams(outputs)]
         count += 1
         cell.execution_count = count
         for o in cell.outputs:
@@ -121,9 +133,23 @@ def clean_notebook(executed: nbformat.NotebookNode, committed: nbformat.Notebook
     return out
 
 
-def check_run(profile: str = "tiny") -> list[Path]:
-    """The executed notebooks of a finished run, in order. Raises PublishError when ``reproduce.json`` is missing
-    or names a failed or missing notebook."""
+def _merge_streams(outputs: list[dict]) -> list[dict]:
+    """Consecutive stream outputs of one name joined into one, as JupyterLab joins them when it opens a notebook
+    (so saving a published notebook from the lab does not change it). Dropping stderr makes stdout chunks meet."""
+    out: list[dict] = []
+    for o in outputs:
+        if (out and o.get("output_type") == "stream" and out[-1].get("output_type") == "stream"
+                and out[-1].get("name") == o.get("name")):
+            out[-1] = {**out[-1], "text": out[-1]["text"] + o["text"]}
+        else:
+            out.append(o)
+    return out
+
+
+def check_run(profile: str = "tiny") -> tuple[list[Path], list[str]]:
+    """The executed notebooks of a finished run, in order, and the repository and runs roots it recorded. Raises
+    PublishError when ``reproduce.json`` is missing, malformed, of another profile, or names a failed or missing
+    notebook."""
     summary_path = runs_dir(profile) / "reproduce.json"
     if not summary_path.is_file():
         raise PublishError(f"{summary_path}: no finished run; `make reproduce` first")
@@ -131,43 +157,60 @@ def check_run(profile: str = "tiny") -> list[Path]:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise PublishError(f"{summary_path}: not valid JSON ({err})") from None
-    done = {r["notebook"]: r for r in summary.get("notebooks", [])}
+    entries = summary.get("notebooks") if isinstance(summary, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(r, dict) and isinstance(r.get("notebook"), str)
+                                                 for r in entries):
+        raise PublishError(f"{summary_path}: not a `make reproduce` summary (an object whose 'notebooks' list holds "
+                           "{'notebook', 'ok', ...} entries); run `make reproduce` again")
+    if summary.get("profile") != profile:
+        raise PublishError(f"{summary_path}: a run of profile {summary.get('profile')!r}, not {profile!r}")
+    done = {r["notebook"]: r for r in entries}
     books = sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
-    missing = [b.name for b in books if not done.get(b.name, {}).get("ok")]
-    if missing:
-        raise PublishError(f"{summary_path}: {missing} did not run to the end in the last `make reproduce` "
-                           f"(a run with --only publishes nothing); run every notebook, then publish")
-    return [runs_dir(profile) / "notebooks" / b.name for b in books]
+    failed = [b.name for b in books if b.name in done and not done[b.name].get("ok")]
+    skipped = [b.name for b in books if b.name not in done]
+    if failed or skipped:
+        raise PublishError(f"{summary_path}: the last `make reproduce` " + (f"failed in {failed}" if failed else
+                           f"ran only {sorted(done)} (ONLY=...)") + "; publish needs one run of every notebook")
+    return [runs_dir(profile) / "notebooks" / b.name for b in books], [
+        str(summary.get(k) or "") for k in ("repo_root", "runs_root")]
 
 
 def publish(profile: str = "tiny", claims_page: bool = True) -> list[Path]:
-    """Clean and copy the run's notebooks and figures into ``notebooks/`` and ``figures/``, then regenerate
-    ``CLAIMS.md`` and the README's results; returns the files written. Nothing is written unless every notebook
-    cleans (PublishError otherwise)."""
+    """Clean and copy the run's notebooks and figures into ``notebooks/`` and ``figures/``, and regenerate
+    ``CLAIMS.md`` and the README's results; returns the files written or removed. Nothing is written unless every
+    notebook cleans and every claim renders (PublishError / ConfigError otherwise)."""
     from falcon_h1r_lib import claims
     from falcon_h1r_lib.config import is_tiny
 
     if not is_tiny(profile):
         raise PublishError(f"publish: the committed notebooks carry the tiny profile's outputs (CI re-executes them "
                            f"and checks their claims lines); a {profile!r} run stays in runs/{profile}/notebooks/")
-    executed = check_run(profile)
-    cleaned = {}
+    executed, run_roots = check_run(profile)
+    texts: dict[Path, str] = {}
     for path in executed:
         committed_path = notebooks_dir() / path.name
         if not path.is_file():
             raise PublishError(f"{path}: missing; `make reproduce` again")
-        cleaned[committed_path] = clean_notebook(nbformat.read(str(path), as_version=4),
-                                                 nbformat.read(str(committed_path), as_version=4), path.name)
-    written = []
-    for target, nb in cleaned.items():
+        nb = clean_notebook(nbformat.read(str(path), as_version=4), nbformat.read(str(committed_path), as_version=4),
+                            path.name, run_roots=run_roots)
         nbformat.validate(nb)
-        target.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+        texts[committed_path] = nbformat.writes(nb) + "\n"
+    if claims_page:
+        texts.update(claims.render(profile))  # before anything is written: a run missing a claim writes nothing
+    figures = sorted((runs_dir(profile) / "figures").glob("*.png"))
+    if not figures:
+        raise PublishError(f"{runs_dir(profile) / 'figures'}: the run saved no figure; `make reproduce` again")
+    written = []
+    for target, text in texts.items():
+        target.write_text(text, encoding="utf-8")
         written.append(target)
-    for figure in sorted((runs_dir(profile) / "figures").glob("*.png")):
+    for figure in figures:
         shutil.copyfile(figure, figures_dir() / figure.name)
         written.append(figures_dir() / figure.name)
-    if claims_page:
-        written += claims.write(profile)
+    produced = {f.name for f in figures}
+    for stale in sorted(p for p in figures_dir().glob("*.png") if p.name not in produced):
+        stale.unlink()  # a figure the notebooks no longer draw
+        written.append(stale)
     return written
 
 
@@ -182,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     root = repo_root()
     for path in written:
-        print(f"wrote {path.relative_to(root)}")
+        print(f"{'wrote' if path.exists() else 'removed'} {path.relative_to(root)}")
     return 0
 
 

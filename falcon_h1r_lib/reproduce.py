@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -110,6 +111,8 @@ def run_notebooks(profile: str = "tiny", only: list[str] | None = None, kernel: 
         os.environ.setdefault(key, value)  # each kernel starts with this environment (a user's own value wins)
     results: list[NotebookRun] = []
     books = discover_notebooks(only)
+    if not only:  # a whole run draws every figure again: none left from an older run for `make publish` to copy
+        shutil.rmtree(runs_dir(profile) / "figures", ignore_errors=True)
     bar = tqdm(books, desc=f"reproduce[{profile}]", unit="notebook")
     for book in bar:
         bar.set_postfix_str(book.stem)
@@ -128,8 +131,12 @@ def run_notebooks(profile: str = "tiny", only: list[str] | None = None, kernel: 
             break
         results.append(NotebookRun(book.name, time.perf_counter() - start, True))
         tqdm.write(f"  {book.name}: {results[-1].seconds:.1f} s")
+    from falcon_h1r_lib.paths import repo_root, runs_root
+
     summary = {
         "profile": profile,
+        "repo_root": str(repo_root()),  # where the run wrote its paths: `make publish` makes them relative
+        "runs_root": str(runs_root()),
         "notebooks": [r.__dict__ for r in results],
         "total_seconds": round(sum(r.seconds for r in results), 1),
     }

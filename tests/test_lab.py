@@ -151,3 +151,14 @@ def test_committed_notebooks_are_byte_for_byte_what_a_jupyter_save_writes():
         path = repo_root() / "notebooks" / name
         text = path.read_text(encoding="utf-8")
         assert text == nbformat.writes(nbformat.read(path, as_version=4)) + "\n", name
+
+
+def test_make_lab_adds_allow_root_exactly_when_run_as_root():
+    """As root, jupyter refuses to start without --allow-root; `make lab` failed there (issue 16 break test)."""
+
+    from pathlib import Path
+
+    out = subprocess.run(["make", "-n", "lab"], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, check=True).stdout.replace("\\\n", " ")
+    line = next(x for x in out.splitlines() if "/jupyter lab " in x)
+    assert ("--allow-root" in line) == (os.getuid() == 0), line

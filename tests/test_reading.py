@@ -56,12 +56,12 @@ def test_the_deepconf_reading_renders_its_verdict_from_the_numbers():
                            "problems_needed": pd.NA, "margin_points": 1.0}])
     text = reading.deepconf_reading(models, 32, over, power)
     assert ("DeepConf-low uses 35% fewer tokens than majority@32 and moves accuracy from 13.5% to 4.6% (-8.9 points): "
-            "the claim does not hold here (it saves tokens but loses more than 1 point).") in text
-    assert "from 18.7% to 18.2% (-0.5 points): the claim holds." in text  # within the 1-point margin
+            "the point estimate misses the claim (it saves tokens but loses more than 1 point).") in text
+    assert "from 18.7% to 18.2% (-0.5 points): the point estimate meets the claim." in text  # within the 1-point margin
     assert "(tail) separates correct from wrong traces with AUROC 0.54 [0.38, 0.70] over 8 problems: no better" in text
     assert "cuts 91% of correct and 80% of wrong traces" in text
     assert "50% are shorter than the problem's shortest correct trace (correct traces: 0%)" in text
-    assert "**Over 2 seeds (sft / tiny-math):** the claim holds for 0 of 2; accuracy difference -9.5 points" in text
+    assert "**Over 2 seeds (sft / tiny-math):** the point estimate meets the claim for 0 of 2; accuracy difference -9.5 points" in text
     assert "needs about 6,300 problems; this run has 16." in text and text.count("**Power") == 1
     assert "live" not in text  # an entry without replayed curves says nothing
     stingy = reading.deepconf_reading({"m": {"b": _entry(0.2, 0.2, 12.0, best=None)}}, 32)
@@ -104,7 +104,10 @@ def test_the_rl_reading_states_the_claim_by_its_interval_and_renders_the_develop
     assert len(runs) == 14 and all(r["rl_minus_sft"] is not None for r in runs)
     text = reading.rl_reading(_rl_accuracy(0.00375, (-0.031, 0.035)), curves, {"calls_saved_fraction": 0.189}, runs)
     assert text.startswith("**Reading: the paper's RL gain is not shown at this scale.**")
-    assert "from 0.10 to 0.20 (first vs last 10 steps)" in text
+    assert "goes from 0.10 (first half of the steps) to 0.20 (second half): +10.0 points [+10.0, +10.0], a rise." in text
+    noisy = reading.rl_reading(_rl_accuracy(0.00375, (-0.031, 0.035)), [{"accuracy": a} for a in [0.1, 0.3] * 10],
+                               {"calls_saved_fraction": 0.189}, runs)
+    assert "(second half): +0.0 points [" in noisy and "within noise." in noisy  # the reward claim's rule
     assert "8.8% [4.6, 13.6] (SFT) to 9.1% [4.2, 15.0] (RL), 50 problems x 16 samples" in text
     assert "+0.4 points [-3.1, +3.5], RL better on 10 problems and SFT on 6" in text and "saved 19%" in text
     assert "Over the 11 runs with lr <= 2e-4 the mean is +0.9 points (range -3.3 to +5.1)" in text
